@@ -1,0 +1,83 @@
+"""labhelpers: the few verbs the Spark fine-tuning labs call.
+
+One module per job; names are imported lazily so ``import labhelpers`` stays fast and a lab that
+never exports a GGUF never imports llama.cpp.
+
+    profiles    profile(), Profile, resolve_model()          smoke vs full, LABS_PROFILE / LABS_MODEL
+    embedded    embedded_model_dir()                          the offline SmolLM2-135M smoke model
+    models      load_model(), load_tokenizer(), generate()
+    memory      memory_report(), track_memory(), plan_memory(), preflight(), plot_memory()
+    data        load_lab_dataset(), describe(), preference_to_kto()
+    task        the checkable answer format the datasets teach (format_ok(), task_metrics())
+    training    TRL config presets, live-plot / tokens-per-second / NaN-guard callbacks, resume
+    evaluation  heldout_loss(), preference_metrics(), side_by_side()
+    results     save_result(), load_results()                 the cross-method comparison table
+    export      merge_adapter(), export_gguf(), quantize_gguf(), write_modelfile(), verify_gguf(), ollama_*
+    envcheck    the checks of lab 00
+    runner      `python -m labhelpers.runner`: every lab on the current profile, with a summary
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # profiles / embedded
+    "profile": "profiles",
+    "Profile": "profiles",
+    "ProfileError": "profiles",
+    "resolve_model": "profiles",
+    "with_overrides": "profiles",
+    "embedded_model_dir": "embedded",
+    # models
+    "load_model": "models",
+    "load_tokenizer": "models",
+    "generate": "models",
+    "count_parameters": "models",
+    # memory
+    "memory_report": "memory",
+    "track_memory": "memory",
+    "plan_memory": "memory",
+    "preflight": "memory",
+    "plot_memory": "memory",
+    "PreflightError": "memory",
+    # data / task
+    "load_lab_dataset": "data",
+    "describe": "data",
+    "preference_to_kto": "data",
+    "DataValidationError": "data",
+    "format_ok": "task",
+    "task_metrics": "task",
+    # training / evaluation / results
+    "heldout_loss": "evaluation",
+    "preference_metrics": "evaluation",
+    "side_by_side": "evaluation",
+    "save_result": "results",
+    "load_results": "results",
+    # export
+    "merge_adapter": "export",
+    "export_gguf": "export",
+    "quantize_gguf": "export",
+    "write_modelfile": "export",
+    "verify_gguf": "export",
+    "ollama_create": "export",
+    "ollama_chat": "export",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'labhelpers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

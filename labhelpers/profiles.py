@@ -1,0 +1,223 @@
+"""Profiles: the one place that decides *smoke* (instructors, CI) versus *full* (learners on a Spark).
+
+Two environment variables steer every lab:
+
+- ``LABS_PROFILE``: ``smoke`` (default; the embedded SmolLM2-135M model, few steps, offline) or
+  ``full`` (Llama 3.1 8B Instruct for the LoRA/preference labs, Llama 3.1 70B Instruct for the
+  QLoRA lab, real step counts).
+- ``LABS_MODEL``: overrides the model of every lab with a hub id or a local folder, e.g.
+  ``LABS_MODEL=TinyLlama/TinyLlama-1.1B-Chat-v1.0`` for instructors whose machine reaches the hub.
+
+With the embedded model the smoke profile sets ``HF_HUB_OFFLINE=1``: it never touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .embedded import EMBEDDED_NAME, embedded_model_dir
+
+PROFILE_VAR = "LABS_PROFILE"
+MODEL_VAR = "LABS_MODEL"
+OUTPUT_VAR = "LABS_OUTPUT_DIR"
+
+LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
+LLAMA_70B = "meta-llama/Llama-3.1-70B-Instruct"
+TINYLLAMA = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+
+
+class ProfileError(ValueError):
+    """A profile or model setting that cannot work; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything a lab needs to know about the run it is part of. Read it, do not hard-code."""
+
+    name: str
+    model: str  # the LoRA / preference labs' model (hub id, local folder, or "embedded")
+    big_model: str  # the QLoRA lab's model
+    model_overridden: bool
+    # data sizes (rows taken from the front of each shipped file)
+    sft_train_rows: int
+    pref_train_rows: int
+    kto_train_rows: int
+    eval_rows: int
+    # training schedule
+    sft_steps: int
+    pref_steps: int
+    batch_size: int
+    grad_accum: int
+    max_length: int
+    learning_rate: float
+    pref_learning_rate: float
+    lora_rank: int
+    eval_max_new_tokens: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_smoke(self) -> bool:
+        return self.name == "smoke"
+
+    @property
+    def device(self) -> str:
+        """``cuda`` when a GPU is visible (a Spark's GB10), else ``cpu``."""
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    @property
+    def output_dir(self) -> Path:
+        """Where labs write adapters, GGUF files and results: ``$LABS_OUTPUT_DIR/<profile>``."""
+        return outputs_root() / self.name
+
+    def lab_dir(self, lab: str) -> Path:
+        """The output folder of one lab (``"03_lora_sft"`` -> ``outputs/smoke/03_lora_sft``), created."""
+        path = self.output_dir / lab
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def resolve(self, which: str = "model") -> str:
+        """The loadable path or hub id of ``model`` or ``big_model`` (materialises the embedded one)."""
+        return resolve_model(getattr(self, which), variable=MODEL_VAR if self.model_overridden else PROFILE_VAR)
+
+    def summary(self) -> str:
+        dev = self.device
+        if dev == "cuda":
+            import torch
+
+            dev = f"cuda ({torch.cuda.get_device_name(0)})"
+        lines = [
+            f"profile : {self.name}" + ("  (set LABS_PROFILE=full on a Spark)" if self.is_smoke else ""),
+            f"model   : {self.model}" + ("  (from LABS_MODEL)" if self.model_overridden else ""),
+            f"QLoRA   : {self.big_model}",
+            f"device  : {dev}",
+            f"steps   : SFT {self.sft_steps}, preference {self.pref_steps}; batch {self.batch_size} x "
+            f"accum {self.grad_accum}; max_length {self.max_length}",
+            f"data    : SFT {self.sft_train_rows}, preference {self.pref_train_rows}, KTO "
+            f"{self.kto_train_rows} train rows; {self.eval_rows} held-out rows",
+            f"outputs : {self.output_dir}",
+        ]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_SMOKE = dict(
+    sft_train_rows=160,
+    pref_train_rows=128,
+    kto_train_rows=192,
+    eval_rows=24,
+    sft_steps=30,
+    pref_steps=30,
+    batch_size=4,
+    grad_accum=1,
+    max_length=256,
+    learning_rate=5e-4,
+    pref_learning_rate=5e-5,
+    lora_rank=16,
+    eval_max_new_tokens=48,
+)
+_FULL = dict(
+    sft_train_rows=1000,
+    pref_train_rows=500,
+    kto_train_rows=1000,
+    eval_rows=100,
+    sft_steps=250,
+    pref_steps=125,
+    batch_size=4,
+    grad_accum=4,
+    max_length=1024,
+    learning_rate=2e-4,
+    pref_learning_rate=5e-6,
+    lora_rank=16,
+    eval_max_new_tokens=128,
+)
+
+
+def outputs_root() -> Path:
+    """``$LABS_OUTPUT_DIR``, else ``outputs/`` at the project root (next to ``labs/``), else ``./outputs``."""
+    env = os.environ.get(OUTPUT_VAR)
+    if env:
+        return Path(env).expanduser()
+    project = Path(__file__).resolve().parent.parent
+    if (project / "labs").is_dir() and (project / "pyproject.toml").is_file():
+        return project / "outputs"
+    return Path.cwd() / "outputs"
+
+
+def profile(verbose: bool = True) -> Profile:
+    """Read ``LABS_PROFILE`` / ``LABS_MODEL``, validate them, print the summary and return the profile."""
+    name = os.environ.get(PROFILE_VAR, "smoke").strip().lower() or "smoke"
+    if name not in ("smoke", "full"):
+        raise ProfileError(
+            f"{PROFILE_VAR}={os.environ.get(PROFILE_VAR)!r} is not a profile: use LABS_PROFILE=smoke "
+            "(embedded model, minutes, CI) or LABS_PROFILE=full (Llama 3.1 on a Spark)."
+        )
+    override = os.environ.get(MODEL_VAR, "").strip()
+    if name == "smoke":
+        model = big = override or EMBEDDED_NAME
+        settings = _SMOKE
+    else:
+        model, big = (override, override) if override else (LLAMA_8B, LLAMA_70B)
+        settings = _FULL
+    prof = Profile(name=name, model=model, big_model=big, model_overridden=bool(override), **settings)
+    if model == EMBEDDED_NAME:
+        # Smoke mode with the embedded model: nothing may reach a model hub.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    if override:
+        resolve_model(override, variable=MODEL_VAR, materialise=False)  # fail now, not ten cells later
+    if verbose:
+        print(prof.summary())
+    return prof
+
+
+def with_overrides(prof: Profile, **changes) -> Profile:
+    """A copy of ``prof`` with some fields changed (exercises: more steps, another rank...)."""
+    return replace(prof, **changes)
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def _looks_like_path(name: str) -> bool:
+    """Anything that is not shaped like ``org/name`` is taken as a local path."""
+    return not _HUB_ID.match(name)
+
+
+def resolve_model(name: str, variable: str = MODEL_VAR, materialise: bool = True) -> str:
+    """Turn a profile's model name into something ``from_pretrained`` can load, or explain why not.
+
+    - ``"embedded"`` -> the materialised SmolLM2 folder;
+    - an existing local folder -> its absolute path;
+    - a path that does not exist -> ``ProfileError`` naming ``variable``;
+    - a hub id (``org/name``) -> unchanged, unless the hub is offline and the model is not in the
+      local cache, which is a ``ProfileError`` too.
+    """
+    if name == EMBEDDED_NAME:
+        return str(embedded_model_dir()) if materialise else name
+    expanded = Path(name).expanduser()
+    if expanded.is_dir():
+        if not (expanded / "config.json").is_file():
+            raise ProfileError(f"{variable}={name!r} is a folder without config.json: point it at a Hugging Face model folder.")
+        return str(expanded.resolve())
+    if _looks_like_path(name):
+        raise ProfileError(
+            f"{variable}={name!r}: no such folder. Give an existing local model folder or a hub id such as "
+            f"{TINYLLAMA!r}, or unset {variable} to use the profile's default."
+        )
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+        if not isinstance(cached, str):
+            raise ProfileError(
+                f"{variable}={name!r} is a hub id but HF_HUB_OFFLINE=1 and it is not in the local cache. "
+                f"Download it once where the hub is reachable (`hf download {name}`), "
+                f"unset HF_HUB_OFFLINE, or unset {variable} to use the embedded model."
+            )
+    return name

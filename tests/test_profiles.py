@@ -1,0 +1,77 @@
+"""Profiles: LABS_PROFILE / LABS_MODEL are validated in one place, with errors that say what to do."""
+
+from __future__ import annotations
+
+import pytest
+
+from labhelpers.profiles import LLAMA_8B, LLAMA_70B, ProfileError, outputs_root, profile, resolve_model
+
+
+def test_smoke_is_the_default_and_uses_the_embedded_model_offline(monkeypatch):
+    monkeypatch.delenv("LABS_PROFILE", raising=False)
+    monkeypatch.delenv("LABS_MODEL", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    lab = profile(verbose=False)
+    assert lab.name == "smoke" and lab.is_smoke
+    assert lab.model == lab.big_model == "embedded"
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_full_profile_uses_llama_8b_and_70b(monkeypatch):
+    monkeypatch.setenv("LABS_PROFILE", "full")
+    monkeypatch.delenv("LABS_MODEL", raising=False)
+    lab = profile(verbose=False)
+    assert (lab.model, lab.big_model) == (LLAMA_8B, LLAMA_70B)
+    assert lab.sft_steps > profile.__globals__["_SMOKE"]["sft_steps"]
+
+
+def test_unknown_profile_names_the_variable(monkeypatch):
+    monkeypatch.setenv("LABS_PROFILE", "quick")
+    with pytest.raises(ProfileError, match=r"LABS_PROFILE='quick'.*LABS_PROFILE=smoke.*LABS_PROFILE=full"):
+        profile(verbose=False)
+
+
+def test_missing_model_path_names_the_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABS_MODEL", str(tmp_path / "nowhere"))
+    with pytest.raises(ProfileError, match=r"LABS_MODEL=.*nowhere.*no such folder"):
+        profile(verbose=False)
+
+
+def test_folder_without_config_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABS_MODEL", str(tmp_path))
+    with pytest.raises(ProfileError, match=r"LABS_MODEL=.*config.json"):
+        profile(verbose=False)
+
+
+def test_hub_id_offline_and_not_cached_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LABS_MODEL", "TinyLlama/TinyLlama-1.1B-Chat-v1.0")
+    with pytest.raises(ProfileError, match=r"LABS_MODEL='TinyLlama/.*HF_HUB_OFFLINE=1.*not in the local cache"):
+        profile(verbose=False)
+
+
+def test_local_model_folder_override(monkeypatch, embedded_dir):
+    monkeypatch.setenv("LABS_MODEL", str(embedded_dir))
+    lab = profile(verbose=False)
+    assert lab.model_overridden and lab.resolve() == str(embedded_dir.resolve())
+
+
+def test_summary_prints_profile_model_and_device(monkeypatch, capsys):
+    monkeypatch.delenv("LABS_MODEL", raising=False)
+    profile(verbose=True)
+    out = capsys.readouterr().out
+    assert "profile : smoke" in out and "model   : embedded" in out and "device  : cpu" in out
+
+
+def test_outputs_dir_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABS_OUTPUT_DIR", str(tmp_path))
+    assert outputs_root() == tmp_path
+    lab = profile(verbose=False)
+    assert lab.lab_dir("03_lora_sft") == tmp_path / "smoke" / "03_lora_sft"
+    assert (tmp_path / "smoke" / "03_lora_sft").is_dir()
+
+
+def test_resolve_embedded_returns_the_materialised_folder(embedded_dir):
+    assert resolve_model("embedded") == str(embedded_dir)
