@@ -1,0 +1,194 @@
+"""Measure a model before and after training: held-out answer loss, preference accuracy/margins, side by side.
+
+Every score is computed on the answer tokens only, with the prompt rendered by the tokenizer's own chat
+template (the same way TRL builds the training rows), without gradients and in a fixed order, so the
+same model and data always give the same number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+Messages = list[dict[str, str]]
+
+
+def _as_messages(value: Any, role: str) -> Messages:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    return list(value)
+
+
+def chat_tokens(tokenizer: Any, prompt: Any, completion: Any) -> tuple[list[int], list[int]]:
+    """Token ids of prompt + completion through the chat template, and a 0/1 mask of the completion tokens.
+
+    The completion starts where the rendered prompt (with the generation prompt) and the rendered whole
+    conversation stop agreeing, as in TRL's SFT/DPO tokenisation.
+    """
+    prompt_msgs = _as_messages(prompt, "user")
+    full_msgs = prompt_msgs + _as_messages(completion, "assistant")
+    prompt_text = tokenizer.apply_chat_template(prompt_msgs, tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(full_msgs, tokenize=False)
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
+    start = 0
+    while start < min(len(prompt_ids), len(ids)) and prompt_ids[start] == ids[start]:
+        start += 1
+    return ids, [0] * start + [1] * (len(ids) - start)
+
+
+def _split_row(row: dict[str, Any], idx: int) -> tuple[Any, Any]:
+    """(prompt, completion) of an SFT row: ``messages`` (last = the answer) or ``prompt`` + ``completion``."""
+    if "messages" in row:
+        msgs = row["messages"]
+        if len(msgs) < 2 or msgs[-1].get("role") != "assistant":
+            raise ValueError(
+                f"row {idx}, field 'messages': the last of at least two messages must be the assistant's."
+            )
+        return msgs[:-1], msgs[-1:]
+    if "prompt" in row and "completion" in row:
+        return row["prompt"], row["completion"]
+    raise ValueError(
+        f"row {idx}: expected a 'messages' field or 'prompt' + 'completion' fields, got {sorted(row)}."
+    )
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def _answer_logps(
+    model: Any, tokenizer: Any, pairs: Sequence[tuple[Any, Any]], max_length: int | None, batch_size: int
+) -> list[tuple[float, int]]:
+    """(sum of answer-token log-probs, answer-token count) per (prompt, completion), in input order."""
+    encoded = []
+    for idx, (prompt, completion) in enumerate(pairs):
+        ids, mask = chat_tokens(tokenizer, prompt, completion)
+        if max_length is not None:
+            ids, mask = ids[:max_length], mask[:max_length]
+        if sum(mask[1:]) == 0:
+            raise ValueError(
+                f"row {idx}: no answer tokens left "
+                f"(the prompt fills max_length={max_length}, or the answer is empty)."
+            )
+        encoded.append((ids, mask))
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # similar lengths pad less
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = max(len(encoded[i][0]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            attn = torch.zeros((len(chunk), width), dtype=torch.long)
+            answer = torch.zeros((len(chunk), width), dtype=torch.bool)
+            for row, i in enumerate(chunk):
+                n = len(encoded[i][0])
+                ids[row, :n] = torch.tensor(encoded[i][0])
+                attn[row, :n] = 1
+                answer[row, :n] = torch.tensor(encoded[i][1], dtype=torch.bool)
+            ids, attn, answer = ids.to(device), attn.to(device), answer.to(device)
+            logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]
+            target = answer[:, 1:]  # token t is predicted from position t-1
+            # only the answer positions go to fp32: small even for a 128k vocabulary
+            picked = logits[target].float().log_softmax(-1)
+            token_logps = picked.gather(-1, ids[:, 1:][target].unsqueeze(-1)).squeeze(-1)
+            counts = target.sum(-1).tolist()
+            sums = torch.split(token_logps, counts)
+            for row, i in enumerate(chunk):
+                results[i] = (float(sums[row].sum()), int(counts[row]))
+    finally:
+        if was_training:
+            model.train()
+    return results
+
+
+def heldout_loss(
+    model: Any, tokenizer: Any, dataset: Any, max_length: int | None = None, batch_size: int = 8
+) -> float:
+    """Mean negative log-likelihood per answer token on held-out SFT rows (prompt tokens masked out)."""
+    rows = list(dataset)
+    if not rows:
+        raise ValueError("heldout_loss: the dataset is empty.")
+    scores = _answer_logps(
+        model, tokenizer, [_split_row(r, i) for i, r in enumerate(rows)], max_length, batch_size
+    )
+    total = sum(s for s, _ in scores)
+    count = sum(n for _, n in scores)
+    return -total / count
+
+
+def preference_metrics(
+    model: Any, tokenizer: Any, dataset: Any, batch_size: int = 8, max_length: int | None = None
+) -> dict[str, float]:
+    """How often, and by how much, the model prefers the chosen answer to the rejected one.
+
+    Log-probability of each answer given the prompt (answer tokens only): ``accuracy``/``margin`` use the
+    sum (the quantity DPO's implicit reward is built on), ``accuracy_per_token``/``margin_per_token`` the
+    mean per token (SimPO's length-normalised reward, blind to answer length). A PEFT model is scored with
+    its adapter on.
+    """
+    rows = list(dataset)
+    if not rows:
+        raise ValueError("preference_metrics: the dataset is empty.")
+    pairs = []
+    for idx, row in enumerate(rows):
+        missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
+        if missing:
+            raise ValueError(
+                f"row {idx}: preference rows need 'prompt', 'chosen', 'rejected'; missing {missing}."
+            )
+        pairs += [(row["prompt"], row["chosen"]), (row["prompt"], row["rejected"])]
+    scores = _answer_logps(model, tokenizer, pairs, max_length, batch_size)
+    chosen, rejected = scores[0::2], scores[1::2]
+    diff_sum = [c[0] - r[0] for c, r in zip(chosen, rejected, strict=True)]
+    diff_tok = [c[0] / c[1] - r[0] / r[1] for c, r in zip(chosen, rejected, strict=True)]
+    n = len(rows)
+    return {
+        "accuracy": sum(d > 0 for d in diff_sum) / n,
+        "margin": sum(diff_sum) / n,
+        "accuracy_per_token": sum(d > 0 for d in diff_tok) / n,
+        "margin_per_token": sum(diff_tok) / n,
+        "chosen_logp": sum(c[0] for c in chosen) / n,
+        "rejected_logp": sum(r[0] for r in rejected) / n,
+        "n": n,
+    }
+
+
+def _clip(text: Any, width: int | None) -> str:
+    text = "" if text is None else " ".join(str(text).split())
+    return text if width is None or len(text) <= width else text[: max(width - 1, 1)] + "…"
+
+
+def side_by_side(
+    prompts: Sequence[Any],
+    before: Sequence[str],
+    after: Sequence[str],
+    reference: Sequence[str] | None = None,
+    width: int | None = 80,
+    as_text: bool = False,
+) -> Any:
+    """Before/after generations per prompt (and the reference) as a pandas DataFrame, or a text table."""
+    columns = {"prompt": prompts, "before": before, "after": after}
+    if reference is not None:
+        columns["reference"] = reference
+    sizes = {name: len(values) for name, values in columns.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"side_by_side: every column needs one entry per prompt, got lengths {sizes}.")
+    prompt_text = [p if isinstance(p, str) else _as_messages(p, "user")[-1]["content"] for p in prompts]
+    table = {"prompt": prompt_text, **{k: list(v) for k, v in columns.items() if k != "prompt"}}
+    table = {k: [_clip(x, width) for x in v] for k, v in table.items()}
+    if as_text:
+        widths = {k: max([len(k)] + [len(x) for x in v]) for k, v in table.items()}
+        lines = [" | ".join(k.ljust(widths[k]) for k in table), "-+-".join("-" * widths[k] for k in table)]
+        lines += [" | ".join(table[k][i].ljust(widths[k]) for k in table) for i in range(len(prompt_text))]
+        return "\n".join(lines)
+    import pandas as pd
+
+    return pd.DataFrame(table)

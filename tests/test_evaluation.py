@@ -1,0 +1,161 @@
+"""labhelpers.evaluation: answer-only held-out loss, preference accuracy/margins, side-by-side tables."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from datasets import Dataset  # noqa: E402
+
+from labhelpers.evaluation import chat_tokens, heldout_loss, preference_metrics, side_by_side  # noqa: E402
+
+
+def sft_row(i: int) -> dict:
+    return {"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                         {"role": "assistant", "content": f"Answer: {2 * i}\nLab: 3.1.{i}"}]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from labhelpers.models import load_tokenizer
+
+    return load_tokenizer("model")
+
+
+@pytest.fixture(scope="module")
+def model():
+    from labhelpers.models import load_model
+
+    return load_model("model")
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A 2-layer Llama with the embedded vocabulary and random weights: training it takes seconds."""
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    from labhelpers.embedded import embedded_model_dir
+
+    cfg = AutoConfig.from_pretrained(embedded_model_dir())
+    cfg.update(dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16))  # fmt: skip
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_chat_tokens_masks_everything_but_the_answer(tokenizer):
+    ids, mask = chat_tokens(
+        tokenizer, [{"role": "user", "content": "What is 2 plus 2?"}], "Answer: 4\nLab: 3.1.2"
+    )
+    assert len(ids) == len(mask) and mask[0] == 0
+    answer = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+    assert answer == "Answer: 4\nLab: 3.1.2<|im_end|>\n"  # the end-of-turn token is part of the answer
+    assert "What is 2 plus 2?" in tokenizer.decode(ids)
+
+
+def test_heldout_loss_is_finite_deterministic_and_batch_independent(model, tokenizer):
+    ds = Dataset.from_list([sft_row(i) for i in range(1, 4)])
+    first = heldout_loss(model, tokenizer, ds, batch_size=3)
+    assert math.isfinite(first) and first > 0
+    assert heldout_loss(model, tokenizer, ds, batch_size=3) == first
+    assert heldout_loss(model, tokenizer, ds, batch_size=1) == pytest.approx(first, rel=1e-4)
+    prompt_completion = Dataset.from_list(
+        [{"prompt": r["messages"][:1], "completion": r["messages"][1:]} for r in map(sft_row, range(1, 4))]
+    )
+    assert heldout_loss(model, tokenizer, prompt_completion, batch_size=3) == pytest.approx(first, rel=1e-6)
+
+
+def test_heldout_loss_drops_after_a_few_training_steps(tiny_model, tokenizer, tmp_path):
+    from trl import SFTTrainer
+
+    from labhelpers import training as T
+    from labhelpers.profiles import profile
+
+    lab = profile(verbose=False)
+    ds = Dataset.from_list([sft_row(i) for i in range(4)])
+    model = copy.deepcopy(tiny_model)
+    before = heldout_loss(model, tokenizer, ds)
+    args = T.sft_config(lab, tmp_path, max_steps=4, learning_rate=5e-3, per_device_train_batch_size=4,
+                        save_strategy="no", logging_steps=1)  # fmt: skip
+    rows = T.as_prompt_completion(ds)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=rows,
+                         processing_class=tokenizer, peft_config=T.lora_config(lab))  # fmt: skip
+    trainer.train()
+    trainer.model.train()
+    after = heldout_loss(trainer.model, tokenizer, ds)
+    assert trainer.model.training  # heldout_loss evaluates in eval mode, then restores training mode
+    # before training the adapter is a no-op, so step 1's training loss is the same answer-only mean
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(before, rel=1e-3)
+    # and after training it agrees with TRL's own evaluation loss on the same rows (padding-free, packed)
+    assert trainer.evaluate(rows)["eval_loss"] == pytest.approx(after, rel=1e-3)
+    assert after < before - 0.2, (before, after)
+
+
+def test_heldout_loss_names_the_bad_row(model, tokenizer):
+    rows = [sft_row(1), {"messages": [{"role": "user", "content": "no answer"}]}]
+    with pytest.raises(ValueError, match="row 1, field 'messages'"):
+        heldout_loss(model, tokenizer, rows)
+    with pytest.raises(ValueError, match="row 0: no answer tokens left"):
+        heldout_loss(model, tokenizer, [sft_row(1)], max_length=8)
+
+
+def preference_rows() -> list[dict]:
+    facts = [
+        ("What is the capital of France?", "The capital of France is Paris."),
+        ("How many days are in a week?", "There are seven days in a week."),
+        ("What colour is the sky on a clear day?", "On a clear day the sky is blue."),
+    ]
+    garbage = ["zq vv plorkt snib !!", "xx blorf qwv jjk ~", "mnx pq zzt vrrk ;;"]
+    return [
+        {
+            "prompt": [{"role": "user", "content": q}],
+            "chosen": [{"role": "assistant", "content": a}],
+            "rejected": [{"role": "assistant", "content": g}],
+        }  # fmt: skip
+        for (q, a), g in zip(facts, garbage, strict=True)
+    ]
+
+
+def test_preference_metrics_prefer_the_reference_answer_to_garbage(model, tokenizer):
+    from peft import get_peft_model
+
+    from labhelpers.training import lora_config
+
+    plain = preference_metrics(model, tokenizer, preference_rows(), batch_size=4)
+    assert plain["n"] == 3 and plain["accuracy"] == 1.0 and plain["accuracy_per_token"] == 1.0
+    assert plain["margin"] > 0 and plain["margin_per_token"] > 0
+    assert plain["chosen_logp"] > plain["rejected_logp"]
+    peft_model = get_peft_model(model, lora_config(None))  # fresh adapter (B = 0): same scores, adapter on
+    try:
+        with_adapter = preference_metrics(peft_model, tokenizer, preference_rows(), batch_size=4)
+    finally:
+        peft_model.unload()
+    assert with_adapter["margin"] == pytest.approx(plain["margin"], rel=1e-4)
+
+
+def test_preference_metrics_names_the_missing_field(model, tokenizer):
+    rows = preference_rows()
+    del rows[1]["rejected"]
+    with pytest.raises(ValueError, match=r"row 1: preference rows need .*missing \['rejected'\]"):
+        preference_metrics(model, tokenizer, rows)
+
+
+def test_side_by_side_table_and_text():
+    prompts = ["What is 2 plus 2?", [{"role": "user", "content": "Name a lab."}]]
+    frame = side_by_side(
+        prompts, ["4?", "dunno"], ["Answer: 4\nLab: 3.1.2", "Lab 3.1.6" * 20], reference=["a", "b"]
+    )
+    assert list(frame.columns) == ["prompt", "before", "after", "reference"]
+    assert frame.loc[1, "prompt"] == "Name a lab." and len(frame.loc[1, "after"]) == 80
+    assert frame.loc[0, "after"] == "Answer: 4 Lab: 3.1.2"  # whitespace folded onto one line
+    text = side_by_side(prompts, ["4?", "dunno"], ["4", "x"], as_text=True)
+    assert text.splitlines()[0].split(" | ")[0].strip() == "prompt" and len(text.splitlines()) == 4
+    with pytest.raises(ValueError, match="one entry per prompt"):
+        side_by_side(prompts, ["only one"], ["a", "b"])

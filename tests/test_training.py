@@ -1,0 +1,325 @@
+"""labhelpers.training / labhelpers.callbacks: presets, packing correctness, callbacks, resume.
+
+Training mechanics run on a 2-layer Llama with SmolLM2's tokenizer and vocabulary (seconds on a CPU);
+the packing check runs the real embedded SmolLM2, because it is a claim about that model with SDPA.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from datasets import Dataset  # noqa: E402
+from transformers import TrainerCallback, TrainerControl, TrainerState  # noqa: E402
+
+from labhelpers import training as T  # noqa: E402
+from labhelpers.callbacks import LivePlotCallback, NanGuardCallback  # noqa: E402
+from labhelpers.profiles import profile  # noqa: E402
+
+
+def chat(i: int, words: int = 1) -> dict:
+    user = f"What is {i} plus {i}?" + " Please explain." * words
+    answer = f"Answer: {2 * i}\nLab: 3.1.{i % 10}"
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABS_PROFILE", "smoke")
+        mp.delenv("LABS_MODEL", raising=False)
+        return profile(verbose=False)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from labhelpers.models import load_tokenizer
+
+    return load_tokenizer("model")
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A 2-layer, 64-wide Llama with the embedded model's vocabulary and chat tokens, random weights."""
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    from labhelpers.embedded import embedded_model_dir
+
+    cfg = AutoConfig.from_pretrained(embedded_model_dir())
+    cfg.update(dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16))  # fmt: skip
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def sft_rows(n: int, words: int = 1) -> Dataset:
+    return T.as_prompt_completion(Dataset.from_list([chat(i, words + i % 3) for i in range(n)]))
+
+
+def sft_trainer(model, tokenizer, lab, out, ds, callbacks=(), **overrides):
+    from trl import SFTTrainer
+
+    args = T.sft_config(lab, out, **{"per_device_train_batch_size": 2, "logging_steps": 1, **overrides})
+    return SFTTrainer(model=copy.deepcopy(model), args=args, train_dataset=ds, processing_class=tokenizer,
+                      peft_config=T.lora_config(lab), callbacks=list(callbacks))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ presets
+def test_sft_preset_follows_the_smoke_profile(lab, tmp_path):
+    cfg = T.sft_config(lab, tmp_path)
+    assert (cfg.max_steps, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (
+        lab.sft_steps, lab.batch_size, lab.grad_accum)  # fmt: skip
+    assert cfg.learning_rate == lab.learning_rate and cfg.max_length == lab.max_length
+    assert cfg.packing and cfg.packing_strategy == "bfd" and cfg.padding_free
+    assert cfg.max_grad_norm == 1.0 and cfg.warmup_steps == 0.1
+    assert cfg.save_strategy == "steps" and cfg.save_total_limit == 2 and cfg.seed == 42
+    assert cfg.bf16 is torch.cuda.is_available() and cfg.gradient_checkpointing is False
+    assert cfg.logging_steps == 1 and cfg.save_steps % cfg.logging_steps == 0
+    assert cfg.report_to in ([], "none", ["none"]) and cfg.dataloader_num_workers == 0
+
+
+def test_presets_follow_the_full_profile(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABS_PROFILE", "full")
+    monkeypatch.delenv("LABS_MODEL", raising=False)
+    full = profile(verbose=False)
+    sft, dpo = T.sft_config(full, tmp_path), T.dpo_config(full, tmp_path)
+    assert (sft.max_steps, sft.gradient_accumulation_steps, sft.max_length) == (250, 4, 1024)
+    assert sft.learning_rate == 2e-4 and sft.logging_steps == 5 and sft.save_steps == 50
+    assert (dpo.max_steps, dpo.learning_rate, dpo.beta) == (125, 5e-6, 0.1)
+
+
+def test_overrides_win_over_presets(lab, tmp_path):
+    cfg = T.sft_config(
+        lab, tmp_path, learning_rate=1e-5, max_steps=7, packing=False, gradient_checkpointing=True
+    )
+    assert (cfg.learning_rate, cfg.max_steps, cfg.packing) == (1e-5, 7, False)
+    assert cfg.padding_free is False  # padding-free without packing would not enforce max_length
+    assert cfg.gradient_checkpointing and cfg.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    assert T.kto_config(lab, tmp_path, beta=0.3).beta == 0.3
+
+
+def test_simpo_is_cpo_with_simpo_loss_and_no_bc_term(lab, tmp_path):
+    from trl.experimental.cpo import CPOConfig
+
+    cfg = T.simpo_config(lab, tmp_path)
+    assert isinstance(cfg, CPOConfig)
+    assert cfg.loss_type == "simpo" and cfg.cpo_alpha == 0.0
+    assert cfg.beta == 2.0 and cfg.simpo_gamma == 1.0
+    assert cfg.max_steps == lab.pref_steps and cfg.learning_rate == lab.pref_learning_rate
+
+
+def test_preference_presets_types_and_length_grouping(lab, tmp_path):
+    from trl import DPOConfig, KTOConfig
+    from trl.experimental.orpo import ORPOConfig
+
+    assert isinstance(T.dpo_config(lab, tmp_path), DPOConfig)
+    assert isinstance(T.orpo_config(lab, tmp_path), ORPOConfig) and T.orpo_config(lab, tmp_path).beta == 0.1
+    kto = T.kto_config(lab, tmp_path)
+    assert isinstance(kto, KTOConfig) and kto.train_sampling_strategy == "sequential"  # KTO's KL needs it
+    grouped = T.dpo_config(lab, tmp_path, group_by_length=True)
+    assert grouped.train_sampling_strategy == "group_by_length" and grouped.remove_unused_columns is False
+
+
+def test_lora_preset_rank_alpha_and_bad_rank(lab):
+    cfg = T.lora_config(lab)
+    assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (16, 32, 0.05)
+    assert cfg.target_modules == "all-linear" and cfg.task_type == "CAUSAL_LM"
+    assert T.lora_config(lab, r=8).lora_alpha == 16
+    with pytest.raises(ValueError, match="LoRA rank must be a positive integer"):
+        T.lora_config(lab, r=0)
+
+
+def test_as_prompt_completion_splits_and_names_bad_rows():
+    ds = T.as_prompt_completion(Dataset.from_list([chat(1)]))
+    assert ds[0]["prompt"][0]["role"] == "user" and ds[0]["completion"][0]["content"].startswith("Answer: 2")
+    bad = Dataset.from_list([chat(1), {"messages": [{"role": "user", "content": "hi"}]}])
+    with pytest.raises(ValueError, match="row 1, field 'messages'"):
+        T.as_prompt_completion(bad)
+
+
+# ---------------------------------------------------------------------------------------- packing
+def test_packed_loss_equals_sum_of_separate_losses(lab, tokenizer, tmp_path):
+    """Padding-free packing with SDPA: position_ids restart per example, so no example sees another."""
+    from trl import SFTTrainer
+
+    from labhelpers.models import load_model
+
+    model = load_model("model")
+    ds = sft_rows(2, words=3)
+
+    def prepared(**kw):
+        args = T.sft_config(lab, tmp_path, per_device_train_batch_size=2, **kw)
+        return SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
+
+    def nll(batch) -> tuple[float, int]:
+        with torch.no_grad():
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum")
+        return loss.item(), int((labels != -100).sum())
+
+    packed_tr = prepared()
+    assert len(packed_tr.train_dataset) == 1  # both examples in one packed row
+    packed_batch = packed_tr.data_collator([packed_tr.train_dataset[0]])
+    assert "attention_mask" not in packed_batch and "position_ids" in packed_batch
+    packed, packed_n = nll(packed_batch)
+    plain_tr = prepared(packing=False)
+    separate = [nll(plain_tr.data_collator([row])) for row in plain_tr.train_dataset]
+    assert packed_n == sum(n for _, n in separate)
+    assert packed == pytest.approx(sum(s for s, _ in separate), rel=1e-4)
+    # and the prompt is masked: only "Answer: ...<|im_end|>\n" tokens carry labels
+    row = plain_tr.train_dataset[0]
+    answer = tokenizer.decode(
+        [t for t, lab_ in zip(row["input_ids"], row["labels"], strict=True) if lab_ != -100]
+    )
+    assert answer.startswith("Answer: 0") and "What is" not in answer
+
+
+# -------------------------------------------------------------------------------------- callbacks
+def test_nan_guard_stops_and_explains_the_three_causes(capsys):
+    guard, state, control = NanGuardCallback(), TrainerState(), TrainerControl()
+    state.global_step = 7
+    guard.on_log(None, state, control, logs={"loss": 2.5, "grad_norm": 1.0})
+    assert not control.should_training_stop and not guard.tripped
+    control.should_save = True
+    guard.on_log(None, state, control, logs={"loss": float("nan")})
+    assert control.should_training_stop and not control.should_save and guard.tripped
+    out = capsys.readouterr().out
+    for needle in ("step 7", "learning_rate=1e-5", "Empty sequences", "truncation", "max_grad_norm=1.0"):
+        assert needle in out, needle
+    guard2, control2 = NanGuardCallback(verbose=False), TrainerControl()
+    guard2.on_log(None, state, control2, logs={"loss": 1.0, "grad_norm": float("inf")})
+    assert control2.should_training_stop and "gradient norm" in guard2.message
+
+
+def test_nan_guard_stops_a_real_run(tiny_model, tokenizer, lab, tmp_path):
+    trainer = sft_trainer(tiny_model, tokenizer, lab, tmp_path, sft_rows(4), max_steps=4, save_steps=1)
+    norm = trainer.model.get_base_model().model.norm
+    norm.register_forward_hook(lambda module, args, output: output * float("nan"))
+    summary = T.train(trainer, resume=False)
+    assert summary.stopped_by_nan and summary.steps == 1
+    assert T.last_checkpoint(tmp_path) is None  # the NaN step was not checkpointed
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_throughput_counts_every_real_token(tiny_model, tokenizer, lab, tmp_path, packing):
+    ds = sft_rows(4)
+    trainer = sft_trainer(tiny_model, tokenizer, lab, tmp_path, ds, packing=packing,
+                          max_steps=1 if packing else 2, save_strategy="no")  # fmt: skip
+    expected = sum(len(r["input_ids"]) for r in trainer.train_dataset)  # one epoch exactly
+    summary = T.train(trainer, resume=False)
+    assert summary.trained_tokens == expected
+    assert summary.tokens_per_s > 0 and math.isfinite(summary.tokens_per_s)
+    if packing:
+        assert len(trainer.train_dataset) == 1 and summary.nonpad_fraction == 1.0
+    else:
+        assert 0 < summary.nonpad_fraction < 1.0  # rows of different lengths, padded per batch
+
+
+def preference_rows(n: int) -> Dataset:
+    rows = []
+    for i in range(n):
+        prompt = [{"role": "user", "content": f"Which lab covers topic {i}?" + " Be brief." * (i % 3)}]
+        chosen = [{"role": "assistant", "content": f"Answer: topic {i}\nLab: 3.1.6"}]
+        rejected = [{"role": "assistant", "content": f"I think it is maybe {i}."}]
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return Dataset.from_list(rows)
+
+
+@pytest.mark.parametrize("method", ["dpo", "simpo", "orpo", "kto"])
+def test_every_preference_preset_trains(method, tiny_model, tokenizer, lab, tmp_path):
+    from trl import DPOTrainer, KTOTrainer
+    from trl.experimental.cpo import CPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
+
+    trainer_cls = {"dpo": DPOTrainer, "simpo": CPOTrainer, "orpo": ORPOTrainer, "kto": KTOTrainer}[method]
+    common = dict(max_steps=2, per_device_train_batch_size=2, save_strategy="no", logging_steps=1)
+    if method == "kto":
+        pairs = preference_rows(2)
+        ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r[k], "label": k == "chosen"}
+                                for r in pairs for k in ("chosen", "rejected")])  # fmt: skip
+        args = T.kto_config(lab, tmp_path, **common)
+    else:
+        ds = T.with_lengths(preference_rows(4), tokenizer)
+        args = getattr(T, f"{method}_config")(lab, tmp_path, group_by_length=True, **common)
+    model = copy.deepcopy(tiny_model)
+    trainer = trainer_cls(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
+                          peft_config=T.lora_config(lab))  # fmt: skip
+    if method != "kto":
+        assert type(trainer._get_train_sampler()).__name__ == "LengthGroupedSampler"
+    summary = T.train(trainer, resume=False)
+    assert summary.steps == 2 and math.isfinite(summary.final_loss) and summary.trained_tokens > 0
+    assert any("rewards/chosen" in h for h in summary.log_history)
+
+
+class StopAt(TrainerCallback):
+    """Simulates an interrupted run (a kernel restart) after ``step`` optimizer steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def test_train_resumes_from_the_last_checkpoint(tiny_model, tokenizer, lab, tmp_path):
+    ds = sft_rows(8)
+    settings = dict(packing=False, max_steps=4, save_steps=2)
+    first = T.train(sft_trainer(tiny_model, tokenizer, lab, tmp_path, ds, [StopAt(3)], **settings))
+    assert first.steps == 3 and first.resumed_from is None
+    assert Path(T.last_checkpoint(tmp_path)).name == "checkpoint-2"
+    second = T.train(sft_trainer(tiny_model, tokenizer, lab, tmp_path, ds, **settings))
+    assert Path(second.resumed_from).name == "checkpoint-2" and second.start_step == 2
+    assert second.steps == 4 and second.final_loss is not None and math.isfinite(second.final_loss)
+    assert [h["step"] for h in second.log_history if "loss" in h] == [1, 2, 3, 4]
+    # same adapter weights, optimizer state, data order and RNG: step 3 gives the interrupted run's loss
+    step3 = [next(h["loss"] for h in run.log_history if h.get("step") == 3) for run in (first, second)]
+    assert step3[0] == pytest.approx(step3[1], rel=1e-4)
+    assert second.trained_tokens > 0 and not second.stopped_by_nan
+    row = second.as_dict()
+    assert {"wall_time_s", "tokens_per_s", "peak_memory_gb", "final_loss"} <= set(row)
+    assert "steps 4 (resumed at step 2)" in str(second)
+
+
+def fake_checkpoint(folder: Path, step: int, max_steps: int, batch: int = 2) -> Path:
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    state = {"global_step": step, "max_steps": max_steps, "train_batch_size": batch}
+    (path / "trainer_state.json").write_text(json.dumps(state))
+    return path
+
+
+def test_resume_point_only_resumes_an_unfinished_run_of_the_same_schedule(lab, tmp_path):
+    args = T.sft_config(lab, tmp_path, max_steps=10, per_device_train_batch_size=2)
+    assert T.resume_point(args) == (None, "no checkpoint")
+    (tmp_path / "checkpoint-9").mkdir()  # interrupted while saving: no trainer_state.json, ignored
+    fake_checkpoint(tmp_path, 4, 10)
+    checkpoint, why = T.resume_point(args)
+    assert Path(checkpoint).name == "checkpoint-4" and "step 4 of 10" in why
+    fake_checkpoint(tmp_path, 10, 10)
+    assert T.resume_point(args) == (None, f"{tmp_path / 'checkpoint-10'} is a finished run (step 10 of 10)")
+    other = T.sft_config(lab, tmp_path, max_steps=20, per_device_train_batch_size=2)
+    assert "belongs to another run (max_steps 10, batch 2)" in T.resume_point(other)[1]
+
+
+def test_live_plot_prints_lines_outside_a_notebook_and_draws_rewards(capsys):
+    plot, state, control = LivePlotCallback(notebook=False), TrainerState(), TrainerControl()
+    for step, margin in ((1, 0.0), (2, 0.4)):
+        state.global_step = step
+        logs = {"loss": 0.69 - margin / 2, "rewards/chosen": margin / 2, "rewards/rejected": -margin / 2,
+                "rewards/margins": margin}  # fmt: skip
+        plot.on_log(None, state, control, logs=logs)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and "loss 0.4900" in lines[1] and "rewards/margins 0.4000" in lines[1]
+    fig = plot.draw()
+    assert len(fig.axes) == 2 and len(fig.axes[1].get_lines()) == 3 + 1  # three rewards + the zero line
