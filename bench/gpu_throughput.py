@@ -143,9 +143,7 @@ def run(method: str, args: argparse.Namespace, peak_flops: float) -> dict:
         row["plan_error_pct"] = round(100 * (plan.total / 1e9 - row["peak_gb"]) / row["peak_gb"], 1)
     except Exception as exc:  # noqa: BLE001 - the benchmark still reports what it measured
         row["plan_gb"] = f"n/a ({type(exc).__name__}: {exc})"
-    del model, opt
-    torch.cuda.empty_cache()
-    return row
+    return row  # model and optimizer are freed on return; the next run starts with empty_cache()
 
 
 def main() -> int:

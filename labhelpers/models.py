@@ -7,7 +7,8 @@ matmuls are slow and lossy), SDPA attention, safetensors only, ``trust_remote_co
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
