@@ -78,6 +78,9 @@ _EXPORTS: dict[str, str] = {
     "verify_gguf": "export",
     "ollama_create": "export",
     "ollama_chat": "export",
+    "ollama_available": "export",
+    "OllamaUnavailable": "export",
+    "gguf_summary": "export",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,328 @@
+"""Deployment, step 3: a Modelfile whose chat format is the tokenizer's own, and Ollama create/chat.
+
+How Ollama formats chats: a Modelfile ``TEMPLATE`` (a Go template) if given; otherwise, on
+``ollama create`` from a GGUF, it compares the Jinja ``tokenizer.chat_template`` inside the GGUF
+with its library of known templates and takes the closest one (``template.Named``: edit distance
+< 100 characters), or falls back to ``{{ .Prompt }}`` -- the raw text, no chat format at all.
+
+``ollama_template`` therefore *derives* the TEMPLATE mechanically: it renders the tokenizer's chat
+template with placeholder strings, cuts the result at the placeholders and puts ``{{ .System }}``,
+``{{ .Prompt }}``, ``{{ .Response }}`` there; a default system prompt the template injects becomes
+the Modelfile's ``SYSTEM``. It then re-renders several chats through Ollama's rules
+(``render_ollama_prompt``) and keeps the TEMPLATE only if every one equals the HF rendering exactly.
+Where a template cannot be written that way (Llama 3.1 always emits a dated system header), it
+*defers* to Ollama's detection and says so in the Modelfile. No model family's format is typed by hand.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+OLLAMA_URL = "http://127.0.0.1:11434"  # only ever the local server
+_S, _P, _R, _P2 = "SYSTEM_q7x", "PROMPT_q7x", "RESPONSE_q7x", "PROMPT2_q7x"  # placeholders
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]*(:[a-zA-Z0-9._-]+)?$")
+Messages = list[dict[str, str]]
+
+
+class OllamaUnavailable(RuntimeError):
+    """No Ollama here (binary or local server): the message gives the exact commands to run on the Spark."""
+
+
+@dataclass
+class OllamaTemplate:
+    """A derived Go TEMPLATE (or None = defer to Ollama's detection), its default SYSTEM and the reason."""
+
+    template: str | None
+    system: str | None
+    reason: str
+
+
+@dataclass
+class ModelfileInfo:
+    """What ``write_modelfile`` wrote: the file, its text, and where its TEMPLATE came from."""
+
+    path: Path
+    text: str
+    template: str | None
+    system: str | None
+    stop: list[str] = field(default_factory=list)
+    template_source: str = "derived"  # or "deferred"
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _render(tokenizer: Any, messages: Messages, gen: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
+
+
+def _parse(template: str) -> list[tuple[str, str]]:
+    """Tokens of the Go-template subset the derived templates use: text, {{ .X }}, {{ if .X }}, {{ end }}."""
+    tokens, pos = [], 0
+    for m in re.finditer(r"\{\{(.*?)\}\}", template, re.S):
+        if m.start() > pos:
+            tokens.append(("text", template[pos : m.start()]))
+        body = m.group(1).strip()
+        if re.fullmatch(r"\.\w+", body):
+            tokens.append(("field", body[1:]))
+        elif re.fullmatch(r"if \.\w+", body):
+            tokens.append(("if", body[4:]))
+        elif body == "end":
+            tokens.append(("end", ""))
+        else:
+            raise ValueError(f"render_ollama_prompt only understands derived templates; cannot evaluate {{{{{body}}}}}.")
+        pos = m.end()
+    tokens.append(("text", template[pos:]))
+    return tokens
+
+
+def _execute(tokens: list[tuple[str, str]], values: dict[str, str]) -> str:
+    out, skip = [], []  # skip: one flag per open {{ if }}
+    for kind, arg in tokens:
+        if kind == "if":
+            skip.append(not values.get(arg))
+        elif kind == "end":
+            skip.pop()
+        elif not any(skip):
+            out.append(arg if kind == "text" else values.get(arg, ""))
+    return "".join(out)
+
+
+def render_ollama_prompt(template: str, messages: Messages, system: str | None = None) -> str:
+    """The prompt text Ollama builds from a legacy (.System/.Prompt/.Response) TEMPLATE for ``messages``.
+
+    Mirrors Ollama: the Modelfile SYSTEM is prepended when the chat has no system message,
+    consecutive same-role messages are joined, the template runs once per turn, and the last run is
+    cut after ``{{ .Response }}``.
+    """
+    msgs = [dict(m) for m in messages]
+    if system and not any(m["role"] == "system" for m in msgs):
+        msgs.insert(0, {"role": "system", "content": system})
+    collated: Messages = []
+    for m in msgs:
+        if collated and collated[-1]["role"] == m["role"]:
+            collated[-1]["content"] += "\n\n" + m["content"]
+        else:
+            collated.append(dict(m))
+    tokens = _parse(template)
+    cut = next((i for i, t in enumerate(tokens) if t == ("field", "Response")), len(tokens) - 1)
+    opened = sum(1 for k, _ in tokens[: cut + 1] if k == "if") - sum(1 for k, _ in tokens[: cut + 1] if k == "end")
+    last = tokens[: cut + 1] + [("end", "")] * opened
+    out, values = [], {"System": "", "Prompt": "", "Response": ""}
+    for m in collated:
+        role, content = m["role"], m["content"]
+        if (role == "system" and (values["Prompt"] or values["Response"])) or (role == "user" and values["Response"]):
+            out.append(_execute(tokens, values))
+            values = {"System": "", "Prompt": "", "Response": ""}
+        values[{"system": "System", "user": "Prompt", "assistant": "Response"}.get(role, "Prompt")] = content
+    out.append(_execute(last, values))
+    return "".join(out)
+
+
+def _defer(reason: str) -> OllamaTemplate:
+    return OllamaTemplate(None, None, reason)
+
+
+def ollama_template(tokenizer: Any, add_bos: bool = False) -> OllamaTemplate:
+    """Derive an Ollama TEMPLATE (+ default SYSTEM) from the tokenizer's chat template, checked exactly.
+
+    ``add_bos``: llama.cpp adds the BOS token itself (GGUF ``tokenizer.ggml.add_bos_token``), so a
+    leading BOS the chat template writes is left out of the TEMPLATE.
+    """
+    bos = tokenizer.bos_token if add_bos and tokenizer.bos_token else ""
+
+    def render(messages: Messages, gen: bool) -> str:
+        text = _render(tokenizer, messages, gen)
+        return text[len(bos):] if bos and text.startswith(bos) else text
+
+    sys_m, user_m, asst_m = ({"role": r, "content": c} for r, c in (("system", _S), ("user", _P), ("assistant", _R)))
+    try:
+        full = render([sys_m, user_m, asst_m], False)
+        gen1 = render([sys_m, user_m], True)
+        two = render([sys_m, user_m, asst_m, {"role": "user", "content": _P2}], True)
+        user_only = render([user_m], True)
+    except Exception as err:  # a template that refuses system messages, or needs extra variables
+        return _defer(f"the chat template cannot render a system+user+assistant chat ({err})")
+    if any(full.count(p) != 1 for p in (_S, _P, _R)) or not full.index(_S) < full.index(_P) < full.index(_R):
+        return _defer("the chat template does not keep system, user and assistant text in order")
+    a, rest = full.split(_S)
+    bc, rest = rest.split(_P)
+    x, f = rest.split(_R)
+    if gen1 != a + _S + bc + _P + x:
+        return _defer("its generation prompt is not the prefix of an assistant turn")
+    if not two.startswith(full) or _P2 not in two:
+        return _defer("earlier turns render differently from the last one")
+    c = two[len(full) : two.index(_P2)]
+    if two != full + c + _P2 + x or not bc.endswith(c):
+        return _defer("a second user turn does not repeat the first turn's format")
+    b = bc[: len(bc) - len(c)] if c else bc
+    system = None
+    if user_only != c + _P + x:
+        tail = b + c + _P + x
+        if not (user_only.startswith(a) and user_only.endswith(tail)) or len(user_only) <= len(a) + len(tail):
+            return _defer("without a system message it writes a system block Ollama cannot express")
+        system = user_only[len(a) : len(user_only) - len(tail)]
+    pieces = (a, b, c, x, f)
+    if any("{{" in p or '"""' in p for p in pieces):
+        return _defer("its text contains '{{' or '\"\"\"', which a Modelfile TEMPLATE cannot hold verbatim")
+    template = (f"{{{{ if .System }}}}{a}{{{{ .System }}}}{b}{{{{ end }}}}"
+                f"{{{{ if .Prompt }}}}{c}{{{{ .Prompt }}}}{x}{{{{ end }}}}{{{{ .Response }}}}{f}")
+    for chat in _CHECK_CHATS:
+        if render_ollama_prompt(template, chat, system) != render(chat, True):
+            return _defer(f"the derived TEMPLATE does not reproduce the {'/'.join(m['role'] for m in chat)} chat")
+    return OllamaTemplate(template, system, "derived from the tokenizer's chat template; reproduces it exactly "
+                          "for user, system+user and multi-turn chats")
+
+
+_CHECK_CHATS: list[Messages] = [
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+     {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}],
+]
+
+
+def _stop_tokens(tokenizer: Any, template: str | None, folder: Path | None) -> list[str]:
+    """EOS, the generation config's EOS ids, and the special tokens that close an assistant turn."""
+    stops = [tokenizer.eos_token]
+    config = folder / "generation_config.json" if folder else None
+    if config and config.is_file():
+        import json
+
+        eos = json.loads(config.read_text()).get("eos_token_id")
+        stops += tokenizer.convert_ids_to_tokens(eos if isinstance(eos, list) else [eos]) if eos is not None else []
+    if template:
+        after = template.split("{{ .Response }}")[-1]
+        stops += [t for t in tokenizer.all_special_tokens if t and t in after]
+    return list(dict.fromkeys(s for s in stops if s))
+
+
+def _quote(text: str) -> str:
+    return f'"""{text}"""'
+
+
+def write_modelfile(
+    gguf: str | Path,
+    tokenizer: Any,
+    system: str | None = None,
+    params: dict[str, Any] | None = None,
+    path: str | Path | None = None,
+) -> ModelfileInfo:
+    """Write an Ollama Modelfile for ``gguf``: FROM, TEMPLATE (derived, see module doc), SYSTEM, PARAMETERs.
+
+    ``tokenizer``: the merged model's tokenizer or its folder. ``params`` adds or overrides
+    PARAMETER lines (default ``temperature 0.7``; ``stop`` from EOS / end-of-turn tokens).
+    ``path`` defaults to ``Modelfile`` next to the GGUF.
+    """
+    gguf = Path(gguf).expanduser().resolve()
+    if not gguf.is_file():
+        raise FileNotFoundError(f"{gguf} not found: write the Modelfile after export_gguf/quantize_gguf.")
+    folder = None
+    if isinstance(tokenizer, (str, Path)):
+        from transformers import AutoTokenizer
+
+        folder, tokenizer = Path(tokenizer), AutoTokenizer.from_pretrained(str(tokenizer))
+    elif getattr(tokenizer, "name_or_path", None) and Path(tokenizer.name_or_path).is_dir():
+        folder = Path(tokenizer.name_or_path)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("The tokenizer has no chat template: there is no chat format to give Ollama.")
+    from .gguf import read_gguf_header
+
+    meta, _ = read_gguf_header(gguf)
+    embedded = meta.get("tokenizer.chat_template")
+    if embedded is not None and embedded != tokenizer.chat_template:
+        raise ValueError(f"{gguf.name} embeds another chat template than this tokenizer: export it from the same folder.")
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
+    derived = ollama_template(tokenizer, add_bos=add_bos)
+    stop = _stop_tokens(tokenizer, derived.template, folder)
+    values: dict[str, Any] = {"temperature": 0.7, **(params or {})}
+    extra_stop = values.pop("stop", [])
+    stop = list(dict.fromkeys(stop + ([extra_stop] if isinstance(extra_stop, str) else list(extra_stop))))
+    out = Path(path).expanduser().resolve() if path else gguf.parent / "Modelfile"
+    source = f"./{gguf.name}" if gguf.parent == out.parent else str(gguf)
+    lines = [f"# Modelfile for {gguf.name}, written by labhelpers.write_modelfile", f"FROM {source}", ""]
+    if derived.template:
+        lines += [f"# TEMPLATE {derived.reason}.", f"TEMPLATE {_quote(derived.template)}", ""]
+    else:
+        lines += [
+            f"# No TEMPLATE: {derived.reason}. Ollama matches the GGUF's embedded chat template against its",
+            "# known templates; check the result with `ollama show NAME --template`.", "",
+        ]
+    system_text = system if system is not None else derived.system
+    if system_text:
+        origin = "given" if system is not None else "the chat template's default system prompt"
+        lines += [f"# SYSTEM: {origin}.", f"SYSTEM {_quote(system_text)}", ""]
+    lines += [f'PARAMETER stop "{s}"' for s in stop]
+    lines += [f"PARAMETER {k} {v}" for k, v in values.items()]
+    text = "\n".join(lines) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return ModelfileInfo(out, text, derived.template, system_text, stop,
+                         "derived" if derived.template else "deferred", derived.reason)
+
+
+def ollama_available(timeout: float = 1.0) -> bool:
+    """True when the ``ollama`` binary is on PATH and the local server (127.0.0.1:11434) answers."""
+    if shutil.which("ollama") is None:
+        return False
+    try:
+        with urllib.request.urlopen(f"{OLLAMA_URL}/api/version", timeout=timeout) as resp:
+            return resp.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def _unavailable(name: str, modelfile: Path | None) -> OllamaUnavailable:
+    binary = shutil.which("ollama") is not None
+    why = "the Ollama server is not answering on 127.0.0.1:11434" if binary else "there is no `ollama` binary on PATH"
+    folder = modelfile.parent if modelfile else Path("<folder with the Modelfile>")
+    steps = ["ollama serve &    # if the server is not running yet"] if binary else []
+    steps += [f"cd {folder}", f"ollama create {name} -f {modelfile.name if modelfile else 'Modelfile'}",
+              f'ollama run {name} "Say hello in five words."']
+    return OllamaUnavailable(
+        f"Ollama is not available here ({why}), so run these in a terminal on the Spark (Ollama installed):\n  "
+        + "\n  ".join(steps)
+    )
+
+
+def ollama_create(name: str, modelfile: str | Path, *, quantize: str | None = None, timeout: float = 3600) -> str:
+    """``ollama create NAME -f Modelfile`` (optionally ``--quantize q4_K_M``) against the local server; its output."""
+    modelfile = Path(modelfile).expanduser().resolve()
+    if not _NAME.match(name):
+        raise ValueError(f"name={name!r}: Ollama model names are letters, digits, '.', '_', '-' (and ':tag').")
+    if not modelfile.is_file():
+        raise FileNotFoundError(f"{modelfile} not found: write it with write_modelfile().")
+    if not ollama_available():
+        raise _unavailable(name, modelfile)
+    cmd = ["ollama", "create", name, "-f", str(modelfile)] + (["--quantize", quantize] if quantize else [])
+    import os
+
+    env = {**os.environ, "OLLAMA_HOST": OLLAMA_URL.removeprefix("http://")}
+    proc = subprocess.run(cmd, cwd=modelfile.parent, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-2000:]}")
+    return proc.stdout + proc.stderr
+
+
+def ollama_chat(
+    name: str, messages: str | Sequence[dict[str, str]], *, options: dict[str, Any] | None = None, timeout: float = 120
+) -> str:
+    """One chat turn with a model on the local Ollama server (greedy, seed 0 unless ``options`` say otherwise)."""
+    if not ollama_available():
+        raise _unavailable(name, None)
+    from ollama import Client
+
+    msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+    reply = Client(host=OLLAMA_URL, timeout=timeout).chat(
+        model=name, messages=msgs, options={"temperature": 0, "seed": 0, **(options or {})}
+    )
+    return reply["message"]["content"]
