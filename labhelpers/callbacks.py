@@ -142,7 +142,7 @@ class LivePlotCallback(TrainerCallback):
     """
 
     def __init__(
-        self, title: str = "training", min_interval: float = 1.0, notebook: bool | None = None
+        self, title: str = "training", min_interval: float = 5.0, notebook: bool | None = None
     ) -> None:
         self.title = title
         self.min_interval = min_interval

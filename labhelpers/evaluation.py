@@ -124,6 +124,55 @@ def heldout_loss(
     return -total / count
 
 
+def preference_pairs(
+    model: Any, tokenizer: Any, dataset: Any, batch_size: int = 8, max_length: int | None = None
+) -> list[dict[str, float]]:
+    """Each preference pair's answer log-probs and margins, scored in batches (input order).
+
+    Per pair: ``chosen_logp``/``rejected_logp`` (sum over answer tokens), ``margin`` (their difference,
+    the quantity DPO's implicit reward is built on) and ``margin_per_token`` (difference of the means per
+    token: SimPO's length-normalised reward, blind to answer length). A PEFT model is scored with its
+    adapter on. Labs compare pairs before and after training with it; ``preference_metrics`` averages it.
+    """
+    rows = list(dataset)
+    if not rows:
+        raise ValueError("preference_pairs: the dataset is empty.")
+    pairs = []
+    for idx, row in enumerate(rows):
+        missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
+        if missing:
+            raise ValueError(
+                f"row {idx}: preference rows need 'prompt', 'chosen', 'rejected'; missing {missing}."
+            )
+        pairs += [(row["prompt"], row["chosen"]), (row["prompt"], row["rejected"])]
+    scores = _answer_logps(model, tokenizer, pairs, max_length, batch_size)
+    return [
+        {
+            "chosen_logp": c[0],
+            "rejected_logp": r[0],
+            "margin": c[0] - r[0],
+            "margin_per_token": c[0] / c[1] - r[0] / r[1],
+        }
+        for c, r in zip(scores[0::2], scores[1::2], strict=True)
+    ]
+
+
+def summarize_pairs(pairs: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Means over ``preference_pairs`` output: accuracy/margin summed and per token, log-probs, ``n``."""
+    if not pairs:
+        raise ValueError("summarize_pairs: no pairs.")
+    n = len(pairs)
+    return {
+        "accuracy": sum(p["margin"] > 0 for p in pairs) / n,
+        "margin": sum(p["margin"] for p in pairs) / n,
+        "accuracy_per_token": sum(p["margin_per_token"] > 0 for p in pairs) / n,
+        "margin_per_token": sum(p["margin_per_token"] for p in pairs) / n,
+        "chosen_logp": sum(p["chosen_logp"] for p in pairs) / n,
+        "rejected_logp": sum(p["rejected_logp"] for p in pairs) / n,
+        "n": n,
+    }
+
+
 def preference_metrics(
     model: Any, tokenizer: Any, dataset: Any, batch_size: int = 8, max_length: int | None = None
 ) -> dict[str, float]:
@@ -134,31 +183,7 @@ def preference_metrics(
     mean per token (SimPO's length-normalised reward, blind to answer length). A PEFT model is scored with
     its adapter on.
     """
-    rows = list(dataset)
-    if not rows:
-        raise ValueError("preference_metrics: the dataset is empty.")
-    pairs = []
-    for idx, row in enumerate(rows):
-        missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
-        if missing:
-            raise ValueError(
-                f"row {idx}: preference rows need 'prompt', 'chosen', 'rejected'; missing {missing}."
-            )
-        pairs += [(row["prompt"], row["chosen"]), (row["prompt"], row["rejected"])]
-    scores = _answer_logps(model, tokenizer, pairs, max_length, batch_size)
-    chosen, rejected = scores[0::2], scores[1::2]
-    diff_sum = [c[0] - r[0] for c, r in zip(chosen, rejected, strict=True)]
-    diff_tok = [c[0] / c[1] - r[0] / r[1] for c, r in zip(chosen, rejected, strict=True)]
-    n = len(rows)
-    return {
-        "accuracy": sum(d > 0 for d in diff_sum) / n,
-        "margin": sum(diff_sum) / n,
-        "accuracy_per_token": sum(d > 0 for d in diff_tok) / n,
-        "margin_per_token": sum(diff_tok) / n,
-        "chosen_logp": sum(c[0] for c in chosen) / n,
-        "rejected_logp": sum(r[0] for r in rejected) / n,
-        "n": n,
-    }
+    return summarize_pairs(preference_pairs(model, tokenizer, dataset, batch_size, max_length))
 
 
 def _clip(text: Any, width: int | None) -> str:

@@ -132,7 +132,7 @@ def generate(
     prompts: Sequence[str | Messages],
     *,
     max_new_tokens: int = 64,
-    batch_size: int = 8,
+    batch_size: int = 32,
     do_sample: bool = False,
     temperature: float = 0.7,
     seed: int = 0,
@@ -140,7 +140,8 @@ def generate(
     """Answer each prompt through the chat template; greedy by default (reproducible comparisons).
 
     ``prompts`` are user messages (str) or whole message lists ending with a user turn. Returns the
-    new text only, without the prompt, special tokens stripped.
+    new text only, without the prompt, special tokens stripped. ``batch_size`` prompts decode together:
+    on a CPU each decoding step costs about the same for 8 or 32 rows, so larger batches are faster.
     """
     was_training = model.training
     model.eval()

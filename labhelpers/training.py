@@ -37,18 +37,20 @@ def _lab(lab: Profile | None) -> Profile:
     return lab if lab is not None else profile(verbose=False)
 
 
-def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float) -> dict[str, Any]:
+def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float, batch: int) -> dict[str, Any]:
     """Settings every method shares; each line is a choice the FAQ or a lab explains."""
     log_every = 1 if lab.is_smoke else 5  # a live plot needs points; 1/5 steps is cheap
-    # about 5 checkpoints per run, on logging steps (NanGuardCallback vetoes a save on the step it trips)
-    save_every = max(log_every, (steps // 5) // log_every * log_every)
+    # about 5 checkpoints per run (3 on smoke: a save costs about a second there), on logging steps
+    # (NanGuardCallback vetoes a save on the step it trips)
+    save_every = max(log_every, (steps // (3 if lab.is_smoke else 5)) // log_every * log_every)
     return dict(
         output_dir=str(output_dir),
         max_steps=steps,
-        per_device_train_batch_size=lab.batch_size,
-        per_device_eval_batch_size=lab.batch_size,
+        per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch,
         gradient_accumulation_steps=lab.grad_accum,
         learning_rate=lr,
+        lr_scheduler_type=lab.lr_scheduler,  # smoke: constant (few steps); full: linear decay
         warmup_steps=0.1,  # transformers 5: a float < 1 is a ratio of max_steps (warmup_ratio is gone)
         max_grad_norm=1.0,  # the FAQ's first defence against NaN loss (gradient explosion)
         logging_nan_inf_filter=False,  # log a NaN loss as NaN (default: hidden) so NanGuardCallback sees it
@@ -89,7 +91,7 @@ def sft_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) ->
     from trl import SFTConfig
 
     lab = _lab(lab)
-    base = _common(lab, output_dir, lab.sft_steps, lab.learning_rate)
+    base = _common(lab, output_dir, lab.sft_steps, lab.learning_rate, lab.batch_size)
     base.update(packing=True, packing_strategy="bfd", padding_free=True, completion_only_loss=None)
     if overrides.get("packing") is False and "padding_free" not in overrides:
         base["padding_free"] = False  # padding-free without packing would not enforce max_length
@@ -97,7 +99,7 @@ def sft_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) ->
 
 
 def _preference(lab: Profile, output_dir: str | Path, group_by_length: bool) -> dict[str, Any]:
-    base = _common(lab, output_dir, lab.pref_steps, lab.pref_learning_rate)
+    base = _common(lab, output_dir, lab.pref_steps, lab.pref_learning_rate, lab.pref_batch_size)
     if group_by_length:
         # Batches of similar length pad less. The sampler needs a "length" column (with_lengths()) and
         # the trainer must keep it (remove_unused_columns=False; the preference collators ignore it).
@@ -160,7 +162,7 @@ def kto_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) ->
     from trl import KTOConfig
 
     lab = _lab(lab)
-    base = _common(lab, output_dir, lab.pref_steps, lab.pref_learning_rate)
+    base = _common(lab, output_dir, lab.pref_steps, lab.pref_learning_rate, lab.pref_batch_size)
     base.update(beta=0.1, desirable_weight=1.0, undesirable_weight=1.0)
     return KTOConfig(**_merge(base, overrides))
 

@@ -140,6 +140,22 @@ def test_preference_metrics_prefer_the_reference_answer_to_garbage(model, tokeni
     assert with_adapter["margin"] == pytest.approx(plain["margin"], rel=1e-4)
 
 
+def test_preference_pairs_are_the_per_pair_view_of_the_metrics(model, tokenizer):
+    from labhelpers.evaluation import preference_pairs, summarize_pairs
+
+    rows = preference_rows()
+    pairs = preference_pairs(model, tokenizer, rows, batch_size=2)
+    assert len(pairs) == len(rows)
+    for pair, row in zip(pairs, rows, strict=True):
+        alone = preference_metrics(model, tokenizer, [row])  # batch of one: no padding at all
+        assert pair["margin"] == pytest.approx(alone["margin"], abs=1e-3)
+        assert pair["margin"] == pytest.approx(pair["chosen_logp"] - pair["rejected_logp"])
+    means = summarize_pairs(pairs)
+    assert means == pytest.approx(preference_metrics(model, tokenizer, rows, batch_size=2))
+    with pytest.raises(ValueError, match="no pairs"):
+        summarize_pairs([])
+
+
 def test_preference_metrics_names_the_missing_field(model, tokenizer):
     rows = preference_rows()
     del rows[1]["rejected"]

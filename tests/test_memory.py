@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -220,10 +221,14 @@ def test_memory_report_on_cpu_has_system_fields_and_no_gpu_fields():
 
 
 def test_track_memory_sees_a_200_mb_allocation(capsys):
+    gc.collect()
     with track_memory("alloc") as tracked:
         block = torch.ones(50_000_000)  # 200 MB, written so the pages are resident
         del block
-    assert tracked.delta >= 150e6
+    # The peak stands 200 MB above the block's baseline. The baseline is the lower of before and after: in
+    # a long test session the allocator can hand memory back while the block runs (CI saw RSS fall by
+    # 130 MB between the two), which pulls "before" above the level the 200 MB were added to.
+    assert tracked.peak - min(tracked.before, tracked.after) >= 150e6
     assert tracked.peak >= tracked.before and tracked.percent > 0
     out = capsys.readouterr().out
     assert "memory before:" in out and "peak:" in out and "delta:" in out and "% of device" in out

@@ -79,6 +79,7 @@ def test_sft_preset_follows_the_smoke_profile(lab, tmp_path):
     assert (cfg.max_steps, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (
         lab.sft_steps, lab.batch_size, lab.grad_accum)  # fmt: skip
     assert cfg.learning_rate == lab.learning_rate and cfg.max_length == lab.max_length
+    assert str(getattr(cfg.lr_scheduler_type, "value", cfg.lr_scheduler_type)) == lab.lr_scheduler
     assert cfg.packing and cfg.packing_strategy == "bfd" and cfg.padding_free
     assert cfg.max_grad_norm == 1.0 and cfg.warmup_steps == 0.1
     assert cfg.save_strategy == "steps" and cfg.save_total_limit == 2 and cfg.seed == 42
@@ -115,6 +116,7 @@ def test_simpo_is_cpo_with_simpo_loss_and_no_bc_term(lab, tmp_path):
     assert cfg.loss_type == "simpo" and cfg.cpo_alpha == 0.0
     assert cfg.beta == 2.0 and cfg.simpo_gamma == 1.0
     assert cfg.max_steps == lab.pref_steps and cfg.learning_rate == lab.pref_learning_rate
+    assert cfg.per_device_train_batch_size == lab.pref_batch_size
 
 
 def test_preference_presets_types_and_length_grouping(lab, tmp_path):
@@ -213,8 +215,8 @@ def test_nan_guard_stops_a_real_run(tiny_model, tokenizer, lab, tmp_path):
 @pytest.mark.parametrize("packing", [True, False])
 def test_throughput_counts_every_real_token(tiny_model, tokenizer, lab, tmp_path, packing):
     ds = sft_rows(4)
-    trainer = sft_trainer(tiny_model, tokenizer, lab, tmp_path, ds, packing=packing,
-                          max_steps=1 if packing else 2, save_strategy="no")  # fmt: skip
+    trainer = sft_trainer(tiny_model, tokenizer, lab, tmp_path, ds, packing=packing, max_length=256,
+                          max_steps=1 if packing else 2, save_strategy="no")  # fmt: skip (4 rows fit 256)
     expected = sum(len(r["input_ids"]) for r in trainer.train_dataset)  # one epoch exactly
     summary = T.train(trainer, resume=False)
     assert summary.trained_tokens == expected
