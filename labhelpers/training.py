@@ -9,11 +9,9 @@ value can be overridden with a keyword argument.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 
 from .callbacks import LivePlotCallback, NanGuardCallback, ThroughputCallback
+from .memory import track_memory
 from .profiles import Profile, profile
 
 __all__ = [
@@ -260,15 +259,15 @@ class TrainSummary:
     tokens_per_s: float
     trained_tokens: int
     nonpad_fraction: float
-    peak_memory_bytes: int | None
-    memory_delta_bytes: int | None
+    peak_memory_bytes: int
+    memory_delta_bytes: int
     resumed_from: str | None
     stopped_by_nan: bool
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def peak_memory_gb(self) -> float | None:
-        return None if self.peak_memory_bytes is None else self.peak_memory_bytes / 1e9
+    def peak_memory_gb(self) -> float:
+        return self.peak_memory_bytes / 1e9
 
     def as_dict(self) -> dict[str, Any]:
         """The scalar fields (no log history), e.g. for ``labhelpers.results.save_result``."""
@@ -277,31 +276,13 @@ class TrainSummary:
         return out
 
     def __str__(self) -> str:
-        mem = f"{self.peak_memory_gb:.2f} GB" if self.peak_memory_bytes is not None else "n/a"
         loss = f"{self.final_loss:.4f}" if self.final_loss is not None else "n/a"
         start = f" (resumed at step {self.start_step})" if self.resumed_from else ""
         return (
             f"steps {self.steps}{start} | wall {self.wall_time_s:.1f} s | final loss {loss} | "
             f"{self.tokens_per_s:,.0f} trained tokens/s ({100 * self.nonpad_fraction:.0f}% non-pad) | "
-            f"peak memory {mem}"
+            f"peak memory {self.peak_memory_gb:.2f} GB"
         )
-
-
-def _memory_tracker(label: str) -> Any:
-    try:
-        from .memory import track_memory
-    except ImportError:  # memory.py not there: measure the GPU peak directly, nothing on CPU
-        return nullcontext()
-    return track_memory(label)
-
-
-def _attr(obj: Any, *names: str) -> int | None:
-    """The first of ``names`` that ``obj`` has as a finite number (trackers name their fields differently)."""
-    for name in names:
-        value = getattr(obj, name, None)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            return int(value)
-    return None
 
 
 def _find(trainer: Any, kind: type) -> Any:
@@ -314,7 +295,7 @@ def train(trainer: Any, resume: bool = True, label: str = "training") -> TrainSu
     Resumes only an unfinished run with the same ``max_steps`` and batch size (``resume_point``); a
     finished or different run's checkpoints are removed first, so re-running a lab cell trains again.
     Adds a ``ThroughputCallback`` and a ``NanGuardCallback`` if the trainer has none, and wraps the run
-    in ``labhelpers.memory.track_memory`` (GPU peak via torch when that module is absent).
+    in ``labhelpers.memory.track_memory`` (torch's peak allocation on a GPU, the process RSS peak on a CPU).
     """
     meter = _find(trainer, ThroughputCallback) or ThroughputCallback()
     guard = _find(trainer, NanGuardCallback) or NanGuardCallback()
@@ -329,17 +310,10 @@ def train(trainer: Any, resume: bool = True, label: str = "training") -> TrainSu
     elif last_checkpoint(trainer.args.output_dir):
         print(f"train(): training from step 0 ({why}); removing the old checkpoint-* folders.")
         _clear_checkpoints(trainer.args.output_dir)
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    tracker = _memory_tracker(label)
     t0 = time.perf_counter()
-    with tracker as tracked:
+    with track_memory(label) as tracked:
         trainer.train(resume_from_checkpoint=checkpoint)
     wall = time.perf_counter() - t0
-    peak, delta = _attr(tracked, "peak_bytes", "peak"), _attr(tracked, "delta_bytes", "delta")
-    if peak is None and cuda:
-        peak = torch.cuda.max_memory_allocated()
     history = list(trainer.state.log_history)
     losses = [h["loss"] for h in history if "loss" in h]
     thr = meter.summary()
@@ -351,8 +325,8 @@ def train(trainer: Any, resume: bool = True, label: str = "training") -> TrainSu
         tokens_per_s=thr["tokens_per_s"],
         trained_tokens=thr["trained_tokens"],
         nonpad_fraction=thr["nonpad_fraction"],
-        peak_memory_bytes=peak,
-        memory_delta_bytes=delta,
+        peak_memory_bytes=tracked.peak,
+        memory_delta_bytes=tracked.delta,
         resumed_from=checkpoint,
         stopped_by_nan=guard.tripped,
         log_history=history,

@@ -39,3 +39,20 @@ def tokenizer(embedded_dir):
     from labhelpers.models import load_tokenizer
 
     return load_tokenizer(str(embedded_dir))
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(embedded_dir):
+    """A 2-layer, 64-wide Llama with the embedded model's vocabulary and chat tokens, random weights.
+
+    Training it takes seconds. One per test module: tests attach adapters to it.
+    """
+    import torch
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    cfg = AutoConfig.from_pretrained(embedded_dir)
+    cfg.update(dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16))  # fmt: skip
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval()

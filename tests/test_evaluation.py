@@ -7,7 +7,6 @@ import math
 import os
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -22,32 +21,10 @@ def sft_row(i: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from labhelpers.models import load_tokenizer
-
-    return load_tokenizer("model")
-
-
-@pytest.fixture(scope="module")
 def model():
     from labhelpers.models import load_model
 
     return load_model("model")
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    """A 2-layer Llama with the embedded vocabulary and random weights: training it takes seconds."""
-    from transformers import AutoConfig, LlamaForCausalLM
-
-    from labhelpers.embedded import embedded_model_dir
-
-    cfg = AutoConfig.from_pretrained(embedded_model_dir())
-    cfg.update(dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                    num_key_value_heads=2, head_dim=16))  # fmt: skip
-    cfg._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    return LlamaForCausalLM(cfg).eval()
 
 
 def test_chat_tokens_masks_everything_but_the_answer(tokenizer):
@@ -72,7 +49,7 @@ def test_heldout_loss_is_finite_deterministic_and_batch_independent(model, token
     assert heldout_loss(model, tokenizer, prompt_completion, batch_size=3) == pytest.approx(first, rel=1e-6)
 
 
-def test_heldout_loss_drops_after_a_few_training_steps(tiny_model, tokenizer, tmp_path):
+def test_heldout_loss_drops_after_a_few_training_steps(tiny_llama, tokenizer, tmp_path):
     from trl import SFTTrainer
 
     from labhelpers import training as T
@@ -80,7 +57,7 @@ def test_heldout_loss_drops_after_a_few_training_steps(tiny_model, tokenizer, tm
 
     lab = profile(verbose=False)
     ds = Dataset.from_list([sft_row(i) for i in range(4)])
-    model = copy.deepcopy(tiny_model)
+    model = copy.deepcopy(tiny_llama)
     before = heldout_loss(model, tokenizer, ds)
     args = T.sft_config(lab, tmp_path, max_steps=4, learning_rate=5e-3, per_device_train_batch_size=4,
                         save_strategy="no", logging_steps=1)  # fmt: skip

@@ -39,28 +39,6 @@ def lab():
         return profile(verbose=False)
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from labhelpers.models import load_tokenizer
-
-    return load_tokenizer("model")
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    """A 2-layer, 64-wide Llama with the embedded model's vocabulary and chat tokens, random weights."""
-    from transformers import AutoConfig, LlamaForCausalLM
-
-    from labhelpers.embedded import embedded_model_dir
-
-    cfg = AutoConfig.from_pretrained(embedded_model_dir())
-    cfg.update(dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                    num_key_value_heads=2, head_dim=16))  # fmt: skip
-    cfg._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    return LlamaForCausalLM(cfg).eval()
-
-
 def sft_rows(n: int, words: int = 1) -> Dataset:
     return T.as_prompt_completion(Dataset.from_list([chat(i, words + i % 3) for i in range(n)]))
 
@@ -203,8 +181,8 @@ def test_nan_guard_stops_and_explains_the_three_causes(capsys):
     assert control2.should_training_stop and "gradient norm" in guard2.message
 
 
-def test_nan_guard_stops_a_real_run(tiny_model, tokenizer, lab, tmp_path):
-    trainer = sft_trainer(tiny_model, tokenizer, lab, tmp_path, sft_rows(4), max_steps=4, save_steps=1)
+def test_nan_guard_stops_a_real_run(tiny_llama, tokenizer, lab, tmp_path):
+    trainer = sft_trainer(tiny_llama, tokenizer, lab, tmp_path, sft_rows(4), max_steps=4, save_steps=1)
     norm = trainer.model.get_base_model().model.norm
     norm.register_forward_hook(lambda module, args, output: output * float("nan"))
     summary = T.train(trainer, resume=False)
@@ -213,9 +191,9 @@ def test_nan_guard_stops_a_real_run(tiny_model, tokenizer, lab, tmp_path):
 
 
 @pytest.mark.parametrize("packing", [True, False])
-def test_throughput_counts_every_real_token(tiny_model, tokenizer, lab, tmp_path, packing):
+def test_throughput_counts_every_real_token(tiny_llama, tokenizer, lab, tmp_path, packing):
     ds = sft_rows(4)
-    trainer = sft_trainer(tiny_model, tokenizer, lab, tmp_path, ds, packing=packing, max_length=256,
+    trainer = sft_trainer(tiny_llama, tokenizer, lab, tmp_path, ds, packing=packing, max_length=256,
                           max_steps=1 if packing else 2, save_strategy="no")  # fmt: skip (4 rows fit 256)
     expected = sum(len(r["input_ids"]) for r in trainer.train_dataset)  # one epoch exactly
     summary = T.train(trainer, resume=False)
@@ -238,7 +216,7 @@ def preference_rows(n: int) -> Dataset:
 
 
 @pytest.mark.parametrize("method", ["dpo", "simpo", "orpo", "kto"])
-def test_every_preference_preset_trains(method, tiny_model, tokenizer, lab, tmp_path):
+def test_every_preference_preset_trains(method, tiny_llama, tokenizer, lab, tmp_path):
     from trl import DPOTrainer, KTOTrainer
     from trl.experimental.cpo import CPOTrainer
     from trl.experimental.orpo import ORPOTrainer
@@ -253,7 +231,7 @@ def test_every_preference_preset_trains(method, tiny_model, tokenizer, lab, tmp_
     else:
         ds = T.with_lengths(preference_rows(4), tokenizer)
         args = getattr(T, f"{method}_config")(lab, tmp_path, group_by_length=True, **common)
-    model = copy.deepcopy(tiny_model)
+    model = copy.deepcopy(tiny_llama)
     trainer = trainer_cls(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
                           peft_config=T.lora_config(lab))  # fmt: skip
     if method != "kto":
@@ -274,13 +252,13 @@ class StopAt(TrainerCallback):
             control.should_training_stop = True
 
 
-def test_train_resumes_from_the_last_checkpoint(tiny_model, tokenizer, lab, tmp_path):
+def test_train_resumes_from_the_last_checkpoint(tiny_llama, tokenizer, lab, tmp_path):
     ds = sft_rows(8)
     settings = dict(packing=False, max_steps=4, save_steps=2)
-    first = T.train(sft_trainer(tiny_model, tokenizer, lab, tmp_path, ds, [StopAt(3)], **settings))
+    first = T.train(sft_trainer(tiny_llama, tokenizer, lab, tmp_path, ds, [StopAt(3)], **settings))
     assert first.steps == 3 and first.resumed_from is None
     assert Path(T.last_checkpoint(tmp_path)).name == "checkpoint-2"
-    second = T.train(sft_trainer(tiny_model, tokenizer, lab, tmp_path, ds, **settings))
+    second = T.train(sft_trainer(tiny_llama, tokenizer, lab, tmp_path, ds, **settings))
     assert Path(second.resumed_from).name == "checkpoint-2" and second.start_step == 2
     assert second.steps == 4 and second.final_loss is not None and math.isfinite(second.final_loss)
     assert [h["step"] for h in second.log_history if "loss" in h] == [1, 2, 3, 4]
