@@ -15,6 +15,8 @@ never exports a GGUF never imports llama.cpp.
     export      merge_adapter(), export_gguf(), quantize_gguf(), write_modelfile(), verify_gguf(), ollama_*
     envcheck    the checks of lab 00
     runner      `python -m labhelpers.runner`: every lab on the current profile, with a summary
+    native      run_isolated(): llama.cpp in a child process, so its crash never kills the kernel
+    quiet       the exact library messages filtered, and the stderr check of executed notebooks
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
+
+from . import quiet as _quiet  # noqa: E402
+
+_quiet.install()  # the few exact library messages a learner need not read (see quiet.py)
 
 _EXPORTS: dict[str, str] = {
     # profiles / embedded

@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .disk import NotEnoughDiskSpace, check_disk_space
 from .gguf import GGUF_QUANT_TYPES, GGUFInfo, export_gguf, gguf_summary, quantize_gguf, read_gguf_header
 from .gguf_verify import PromptCheck, VerifyResult, verify_gguf
 from .ollama import (
@@ -66,32 +67,6 @@ __all__ = [
 ]
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32")
-
-
-class NotEnoughDiskSpace(OSError):
-    """Raised before writing when the target disk cannot hold the result; the message says how much."""
-
-
-def _existing_parent(path: Path) -> Path:
-    path = Path(path).expanduser().resolve()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def check_disk_space(target: str | Path, needed_bytes: int, what: str) -> int:
-    """Raise ``NotEnoughDiskSpace`` if the disk holding ``target`` has less than ``needed_bytes`` free.
-
-    Returns the free bytes. ``target`` may not exist yet (its nearest existing parent is measured).
-    """
-    where = _existing_parent(Path(target))
-    free = shutil.disk_usage(where).free
-    if free < needed_bytes:
-        raise NotEnoughDiskSpace(
-            f"{what} needs about {needed_bytes / 1e9:.1f} GB in {where} but only {free / 1e9:.1f} GB is free: "
-            "free some space (old outputs/, unused models in ~/.cache/huggingface) or write to a bigger disk."
-        )
-    return free
 
 
 def estimate_model_bytes(model_path: str | Path, dtype: str = "bfloat16") -> int:

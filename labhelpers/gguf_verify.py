@@ -1,5 +1,8 @@
 """Deployment, step 4: does the GGUF behave like the merged model? Checked in llama.cpp, Ollama's engine.
 
+llama.cpp runs in a child process (:mod:`labhelpers.native`): if it crashes, ``verify_gguf`` raises
+``NativeCrash`` naming the file, and the notebook kernel survives.
+
 ``verify_gguf`` renders each prompt with the tokenizer's chat template and checks, per prompt:
 
 - the prompt tokens: HF tokenizer ids vs llama.cpp's tokenization of the same text (special tokens
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .gguf import LOSSLESS_FILE_TYPES, _llama_cpp, gguf_summary
+from .gguf import LOSSLESS_FILE_TYPES, _require_llama_cpp, gguf_summary
 
 
 @dataclass
@@ -104,6 +107,47 @@ def _log_softmax(rows: Any) -> Any:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def _llama_greedy(gguf: str, texts: list[str], bos: str, max_new_tokens: int, stop: list[int],
+                  threads: int, seed: int, n_ctx: int) -> tuple[int, list[dict[str, Any]]]:
+    """Runs in a child process (``run_isolated``): llama.cpp tokenizes, scores and greedily answers each text.
+
+    Returns the GGUF's ``general.file_type`` and, per text: llama.cpp's prompt token ids, its greedy
+    answer and the prompt's mean NLL per token under the GGUF.
+    """
+    import llama_cpp
+    import numpy as np
+
+    try:  # the same thread count for prompts (n_threads_batch): idle threads spin, which crawls on a busy CPU
+        llm = llama_cpp.Llama(model_path=gguf, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                              n_gpu_layers=0, seed=seed, logits_all=True, verbose=False)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"{gguf}: llama.cpp cannot load this file (truncated, corrupted or not a GGUF): {err}") from err
+    rows = []
+    try:
+        ftype = int(llm.metadata.get("general.file_type", -1))
+        add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+        for text in texts:
+            # What a server feeds llama.cpp: the rendered text, special tokens parsed, BOS added as the GGUF says.
+            served = text[len(bos):] if add_bos and bos and text.startswith(bos) else text
+            lids = llm.tokenize(served.encode(), add_bos=add_bos, special=True)
+            llm.reset()
+            llm.eval(lids)
+            prompt_rows = np.array(llm.scores[: len(lids) - 1])
+            answer: list[int] = []
+            while len(answer) < max_new_tokens:
+                token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+                answer.append(token)
+                if token in stop:
+                    break
+                llm.eval([token])
+            targets = np.array(lids[1:])
+            nll = float(-_log_softmax(prompt_rows)[np.arange(len(targets)), targets].mean())
+            rows.append({"ids": [int(i) for i in lids], "answer": answer, "nll": nll})
+    finally:
+        llm.close()
+    return ftype, rows
+
+
 def verify_gguf(
     gguf: str | Path,
     merged_dir: str | Path,
@@ -127,8 +171,9 @@ def verify_gguf(
     import torch
 
     from .models import load_model, load_tokenizer
+    from .native import run_isolated
 
-    llama_cpp = _llama_cpp("verify_gguf")
+    _require_llama_cpp("verify_gguf")
     if not prompts:
         raise ValueError("prompts is empty: give a few held-out user messages to compare answers on.")
     gguf = Path(gguf)
@@ -141,53 +186,32 @@ def verify_gguf(
               for m in messages]
     n_ctx = max(len(i) for i in hf_ids) + max_new_tokens + 16
     threads = threads or max(1, (os.cpu_count() or 2) // 2)
-    try:  # the same thread count for prompts (n_threads_batch): idle threads spin, which crawls on a busy CPU
-        llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                              n_gpu_layers=0, seed=seed, logits_all=True, verbose=False)
-    except (ValueError, RuntimeError) as err:
-        raise ValueError(f"{gguf}: llama.cpp cannot load this file (truncated, corrupted or not a GGUF): {err}") from err
     model = model or load_model(str(merged_dir), dtype=torch.float32)
     eos = model.generation_config.eos_token_id
     stop = {t for t in (eos if isinstance(eos, list) else [eos]) + [tokenizer.eos_token_id] if t is not None}
+    ftype, served = run_isolated(_llama_greedy, str(gguf), texts, tokenizer.bos_token or "", max_new_tokens,
+                                 sorted(stop), threads, seed, n_ctx, what="verify_gguf", path=gguf)
     checks = []
-    try:
-        ftype = int(llm.metadata.get("general.file_type", -1))
-        add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
-        bos = tokenizer.bos_token or ""
-        for msgs, text, ids in zip(messages, texts, hf_ids, strict=True):
-            # What a server feeds llama.cpp: the rendered text, special tokens parsed, BOS added as the GGUF says.
-            served = text[len(bos):] if add_bos and bos and text.startswith(bos) else text
-            lids = llm.tokenize(served.encode(), add_bos=add_bos, special=True)
-            llm.reset()
-            llm.eval(lids)
-            prompt_rows = np.array(llm.scores[: len(lids) - 1])
-            answer: list[int] = []
-            while len(answer) < max_new_tokens:
-                token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-                answer.append(token)
-                if token in stop:
-                    break
-                llm.eval([token])
-            with torch.no_grad():
-                seq = torch.tensor([list(lids) + answer], device=model.device)
-                logits = model(seq).logits[0].float().cpu().numpy()
-            steps = logits[len(lids) - 1 : len(lids) - 1 + len(answer)]
-            idx = np.arange(len(answer))
-            margins = steps.max(axis=-1) - steps[idx, answer]  # 0 where HF's greedy choice is llama.cpp's token
-            differs = steps.argmax(axis=-1) != np.array(answer)
-            first = int(np.argmax(differs)) if differs.any() else None
-            targets = np.array(lids[1:])
-            checks.append(PromptCheck(
-                prompt=msgs[-1]["content"], tokens_match=list(ids) == list(lids), n_prompt_tokens=len(ids),
-                answer=answer, text=tokenizer.decode(answer, skip_special_tokens=True), first_divergence=first,
-                divergence_margin=None if first is None else float(margins[first]),
-                max_margin=float(margins[differs].max()) if differs.any() else 0.0,
-                agreement=float(1 - differs.mean()),
-                nll_hf=float(-_log_softmax(logits[: len(lids) - 1])[np.arange(len(targets)), targets].mean()),
-                nll_gguf=float(-_log_softmax(prompt_rows)[np.arange(len(targets)), targets].mean()),
-            ))
-    finally:
-        llm.close()
+    for msgs, ids, row in zip(messages, hf_ids, served, strict=True):
+        lids, answer = row["ids"], row["answer"]
+        with torch.no_grad():
+            seq = torch.tensor([list(lids) + answer], device=model.device)
+            logits = model(seq).logits[0].float().cpu().numpy()
+        steps = logits[len(lids) - 1 : len(lids) - 1 + len(answer)]
+        idx = np.arange(len(answer))
+        margins = steps.max(axis=-1) - steps[idx, answer]  # 0 where HF's greedy choice is llama.cpp's token
+        differs = steps.argmax(axis=-1) != np.array(answer)
+        first = int(np.argmax(differs)) if differs.any() else None
+        targets = np.array(lids[1:])
+        checks.append(PromptCheck(
+            prompt=msgs[-1]["content"], tokens_match=list(ids) == list(lids), n_prompt_tokens=len(ids),
+            answer=answer, text=tokenizer.decode(answer, skip_special_tokens=True), first_divergence=first,
+            divergence_margin=None if first is None else float(margins[first]),
+            max_margin=float(margins[differs].max()) if differs.any() else 0.0,
+            agreement=float(1 - differs.mean()),
+            nll_hf=float(-_log_softmax(logits[: len(lids) - 1])[np.arange(len(targets)), targets].mean()),
+            nll_gguf=row["nll"],
+        ))
     lossless = ftype in LOSSLESS_FILE_TYPES
     if lossless:
         ok = all(c.tokens_match and c.max_margin <= tie_tolerance for c in checks)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,22 +44,38 @@ def run_lab(path: Path, out_dir: Path, timeout: int = 1200) -> dict:
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
+    from traitlets.config import Config
+
+    from .quiet import notebook_stderr
 
     nb = nbformat.read(path, as_version=4)
+    # The kernel talks to the runner over local IPC sockets in a private folder, not TCP (which ipykernel
+    # warns about: plain text on a network port).
+    sockets = Path(tempfile.mkdtemp(prefix="labs-kernel-"))
+    config = Config()
+    config.KernelManager.transport = "ipc"
+    config.KernelManager.ip = str(sockets / "kernel")
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}, config=config
     )
     start = time.perf_counter()
     error = ""
     try:
         client.execute()
         status = "ok"
+        noise = notebook_stderr(nb)
+        if noise:
+            status = "FAILED"
+            error = (f"{len(noise)} unexplained stderr line(s), first in cell {noise[0][0]}: {noise[0][1][:200]} "
+                     "(fix it at its source, or add the exact message to labhelpers/quiet.py with why)")
     except CellExecutionError as exc:
         status = "FAILED"
         error = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
     except Exception as exc:  # noqa: BLE001 - a dead kernel or timeout is a failed lab, not a crash
         status = "FAILED"
         error = f"{type(exc).__name__}: {exc}"
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     wall = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)

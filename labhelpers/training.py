@@ -62,16 +62,23 @@ def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float, batch: 
         data_seed=42,
         report_to="none",
         bf16=torch.cuda.is_available(),  # bf16 on the Spark's GPU; fp32 on CPU (CPU bf16 is slow and lossy)
-        gradient_checkpointing=False,  # TRL defaults to True; turn on only when memory needs it (QLoRA 70B)
+        # TRL defaults gradient checkpointing to True; on only when memory needs it (QLoRA 70B). transformers 5
+        # calls it activation_checkpointing (the old name still works but warns); _merge maps the old name.
+        activation_checkpointing=False,
         dataloader_num_workers=0,  # notebooks + fork workers = trouble; tokenised data is in memory anyway
         max_length=lab.max_length,
     )
 
 
+_RENAMED = {"gradient_checkpointing": "activation_checkpointing",
+            "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}  # transformers 5 names
+
+
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    overrides = {_RENAMED.get(key, key): value for key, value in overrides.items()}
     merged = {**base, **overrides}
-    if merged.get("gradient_checkpointing") and "gradient_checkpointing_kwargs" not in overrides:
-        merged["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if merged.get("activation_checkpointing") and "activation_checkpointing_kwargs" not in overrides:
+        merged["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     return merged
 
 

@@ -20,6 +20,7 @@ import io
 import json
 import re
 import shlex
+import signal
 import sys
 import time
 import tokenize
@@ -296,6 +297,7 @@ def test_troubleshooting_quotes_the_messages_the_code_raises(monkeypatch, tmp_pa
     from labhelpers import profiles
     from labhelpers.callbacks import NAN_ADVICE
     from labhelpers.memory import plan_memory, preflight
+    from labhelpers.native import NativeCrash
     from labhelpers.ollama import _unavailable
 
     doc = (DOCS / "TROUBLESHOOTING.md").read_text()
@@ -316,6 +318,8 @@ def test_troubleshooting_quotes_the_messages_the_code_raises(monkeypatch, tmp_pa
     plan = plan_memory("llama-3.1-70b", method="lora", batch=1, seq_len=1024, gradient_checkpointing=True)
     expected.append(_raised(lambda: preflight(plan, available=128e9, verbose=False)))
     expected.append(str(_unavailable("spark-lab", None)))
+    crash = NativeCrash("verify_gguf", "outputs/smoke/gguf/model-Q4_K_M.gguf", -int(signal.SIGSEGV))
+    expected.append(str(crash).split(" Most often")[0])
     for message in expected:
         assert message in doc, f"TROUBLESHOOTING.md does not quote the current message:\n{message}"
 
