@@ -85,14 +85,29 @@ def load_model(
         if quant is not None:
             from peft import prepare_model_for_kbit_training
 
-            model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=gradient_checkpointing
-            )
-        elif gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # Checkpointing is switched on below: peft 0.21.2 would call transformers' deprecated
+            # gradient_checkpointing_enable (a FutureWarning); with use_reentrant=False it needs nothing else.
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+            _keep_4bit_layout_trainable(model)
+        if gradient_checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.eval()
     return model
+
+
+def _keep_4bit_layout_trainable(model: Any) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights into its CPU inference layout in a model meant for training.
+
+    bitsandbytes 0.50 on CPUs with AVX512-BF16: the first forward of a ``Linear4bit`` in eval mode without
+    gradients (the held-out loss measured before training) repacks its weights for a faster inference
+    kernel, for good. Training then runs through ``gemv_4bit``, which has no backward: torch warns "an
+    autograd kernel was not registered", the gradient to the layers below is lost, and a layer with a
+    bias fails in place. A model loaded for training keeps the layout that trains (the GPU path is untouched).
+    """
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
 
 
 def load_tokenizer(name_or_path: str = "model", *, padding_side: str = "right", trust_remote_code: bool = False) -> Any:

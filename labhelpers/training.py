@@ -66,6 +66,7 @@ def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float, batch: 
         # calls it activation_checkpointing (the old name still works but warns); _merge maps the old name.
         activation_checkpointing=False,
         dataloader_num_workers=0,  # notebooks + fork workers = trouble; tokenised data is in memory anyway
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinned memory speeds host->GPU copies; no GPU, no use
         max_length=lab.max_length,
     )
 
