@@ -52,6 +52,9 @@ def test_unexplained_stderr_keeps_warnings_and_drops_allowed_lines():
         _stderr("\n"),
         _stderr("[transformers] return_assistant_tokens_mask==True but chat template does not contain "
                 "`{% generation %}` keyword.\n"),
+        _stderr("/tmp/ipykernel_1/2.py:3: TRLExperimentalWarning: You are importing from 'trl.experimental'. APIs "
+                "here are unstable and may change or be removed without notice. Silence this warning by setting "
+                "environment variable TRL_EXPERIMENTAL_SILENCE=1.\n  from trl.experimental.cpo import CPOConfig\n"),
         _stderr(["/x/training_args.py:1541: FutureWarning: `gradient_checkpointing` is deprecated\n",
                  "  warnings.warn(\n"]),
     ]
