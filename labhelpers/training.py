@@ -144,7 +144,8 @@ def simpo_config(
 
     lab = _lab(lab)
     base = _preference(lab, output_dir, group_by_length)
-    base.update(loss_type="simpo", cpo_alpha=0.0, beta=SIMPO_BETA, simpo_gamma=SIMPO_GAMMA)
+    base.update(loss_type="simpo", cpo_alpha=0.0, beta=SIMPO_BETA, simpo_gamma=SIMPO_GAMMA,
+                remove_unused_columns=False)  # CPOTrainer's pair collator needs every column (else it warns)
     return CPOConfig(**_merge(base, overrides))
 
 
@@ -156,7 +157,7 @@ def orpo_config(
 
     lab = _lab(lab)
     base = _preference(lab, output_dir, group_by_length)
-    base.update(beta=0.1)
+    base.update(beta=0.1, remove_unused_columns=False)  # ORPOTrainer's collator needs all columns
     return ORPOConfig(**_merge(base, overrides))
 
 
