@@ -93,3 +93,27 @@ def test_the_runner_fails_a_lab_that_prints_an_unexplained_warning(tmp_path):
     assert (tmp_path / "executed" / "98_noisy.ipynb").is_file()
     quiet_row = run_lab(labs / "99_quiet.ipynb", tmp_path / "executed", timeout=60)
     assert quiet_row["status"] == "ok" and quiet_row["error"] == "", quiet_row
+
+
+def test_nbval_fails_a_notebook_cell_that_prints_an_unexplained_warning():
+    """The root conftest.py hook reaches notebook cells (a hook in tests/conftest.py would not reach labs/)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    folder = root / "tests" / "_nbval_probe"
+    folder.mkdir(exist_ok=True)
+    try:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell("print('fine')"),
+                    nbformat.v4.new_code_cell("import warnings\nwarnings.warn('pin_memory is set but no accelerator')")]
+        nbformat.write(nb, folder / "noisy.ipynb")
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                               str(folder / "noisy.ipynb")], cwd=root, capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "1 failed, 1 passed" in proc.stdout and "stderr line(s) a learner would read unexplained" in proc.stdout
+    assert "pin_memory is set but no accelerator" in proc.stdout
