@@ -176,6 +176,13 @@ _STATE_JS = """() => {
 }"""
 
 
+_KERNEL_IDLE_JS = """() => !document.querySelector('.jp-Dialog') && (
+  !!document.querySelector('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
+  || /\\|\\s*Idle/.test((document.querySelector('#jp-main-statusbar') || {}).innerText || ''))"""
+_STARTED_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')]
+  .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"""
+
+
 def _wait_for_run(page, timeout: float) -> dict:
     """Poll the page until no cell is queued or running for 3 s in a row (done, or stopped at an error)."""
     deadline, settled_since, state = time.monotonic() + timeout, None, {}
@@ -206,11 +213,15 @@ def check_lab(page, server: JupyterLabServer, name: str, trains: bool, shots: Pa
     page.goto(f"{server.url}/lab/tree/{name}.ipynb?reset&token={server.token}")
     page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-KernelStatus", timeout=60_000)
-    page.wait_for_function("() => !document.querySelector('.jp-Dialog')"
-                           " && document.title.length > 0", timeout=60_000)
-    page.wait_for_timeout(1500)  # the kernel connects
+    # The kernel must be up (Idle) before Run All: on a busy machine it takes a while to start.
+    page.wait_for_function(_KERNEL_IDLE_JS, timeout=300_000)
     print(f"[browser] {name}: Run > Run All Cells", flush=True)
     _menu(page, "Run", "Run All Cells")
+    try:  # the run has started when a prompt shows [*] or [n]
+        page.wait_for_function(_STARTED_JS, timeout=120_000)
+    except Exception:  # noqa: BLE001 - a click lost while the page was busy: once more, then wait as usual
+        print(f"[browser] {name}: no cell started after 120 s; Run All Cells again", flush=True)
+        _menu(page, "Run", "Run All Cells")
     state = _wait_for_run(page, timeout)
     _menu(page, "File", "Save Notebook")
     page.wait_for_function("() => !document.querySelector('.jp-mod-current.jp-mod-dirty')", timeout=30_000)
