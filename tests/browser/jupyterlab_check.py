@@ -183,6 +183,34 @@ _STARTED_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell 
   .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"""
 
 
+def _accept_kernel_dialog(page) -> None:
+    """Answer JupyterLab's "Select Kernel" dialog as a learner does: the offered Python 3 kernel, Select."""
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    if dialog.count():
+        dialog.locator("button", has_text="Select").last.click()
+
+
+def _run_all(page, name: str, tries: int = 3) -> None:
+    """Run > Run All Cells once the kernel is idle; again if no cell started (a lost click, a kernel dialog)."""
+    for attempt in range(1, tries + 1):
+        deadline = time.monotonic() + 300  # on a busy machine the kernel takes a while to start
+        while not page.evaluate(_KERNEL_IDLE_JS):
+            _accept_kernel_dialog(page)
+            if time.monotonic() > deadline:
+                raise TimeoutError("the kernel was not idle 300 s after the lab opened")
+            time.sleep(1)
+        print(f"[browser] {name}: Run > Run All Cells" + (f" (try {attempt})" if attempt > 1 else ""), flush=True)
+        page.locator(".jp-Notebook .jp-Cell").first.click()  # the notebook, not the file browser, has the focus
+        _menu(page, "Run", "Run All Cells")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # Run All marks every code cell [*] at once
+            _accept_kernel_dialog(page)
+            if page.evaluate(_STARTED_JS):
+                return
+            time.sleep(1)
+    raise TimeoutError(f"Run > Run All Cells started no cell in {tries} tries")
+
+
 def _wait_for_run(page, timeout: float) -> dict:
     """Poll the page until no cell is queued or running for 3 s in a row (done, or stopped at an error)."""
     deadline, settled_since, state = time.monotonic() + timeout, None, {}
@@ -213,15 +241,7 @@ def check_lab(page, server: JupyterLabServer, name: str, trains: bool, shots: Pa
     page.goto(f"{server.url}/lab/tree/{name}.ipynb?reset&token={server.token}")
     page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-KernelStatus", timeout=60_000)
-    # The kernel must be up (Idle) before Run All: on a busy machine it takes a while to start.
-    page.wait_for_function(_KERNEL_IDLE_JS, timeout=300_000)
-    print(f"[browser] {name}: Run > Run All Cells", flush=True)
-    _menu(page, "Run", "Run All Cells")
-    try:  # the run has started when a prompt shows [*] or [n]
-        page.wait_for_function(_STARTED_JS, timeout=120_000)
-    except Exception:  # noqa: BLE001 - a click lost while the page was busy: once more, then wait as usual
-        print(f"[browser] {name}: no cell started after 120 s; Run All Cells again", flush=True)
-        _menu(page, "Run", "Run All Cells")
+    _run_all(page, name)
     state = _wait_for_run(page, timeout)
     _menu(page, "File", "Save Notebook")
     page.wait_for_function("() => !document.querySelector('.jp-mod-current.jp-mod-dirty')", timeout=30_000)
