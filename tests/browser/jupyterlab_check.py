@@ -199,10 +199,11 @@ def _run_all(page, name: str, tries: int = 3) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError("the kernel was not idle 300 s after the lab opened")
             time.sleep(1)
+        page.wait_for_timeout(1500)  # "Idle" can show a moment before the session is ready to execute
         print(f"[browser] {name}: Run > Run All Cells" + (f" (try {attempt})" if attempt > 1 else ""), flush=True)
         page.locator(".jp-Notebook .jp-Cell").first.click()  # the notebook, not the file browser, has the focus
         _menu(page, "Run", "Run All Cells")
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # Run All marks every code cell [*] at once
             _accept_kernel_dialog(page)
             if page.evaluate(_STARTED_JS):
