@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 # Never reach a model hub from the test suite (the notebooks run by nbval inherit this too).
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -14,6 +17,47 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("LABS_MODEL", None)
 
 import pytest  # noqa: E402
+
+BROWSER_CHECK = Path(__file__).resolve().parent / "tests" / "browser" / "jupyterlab_check.py"
+_MOVED = pytest.StashKey[list]()  # the notebooks nbval left to the browser check in this session
+
+
+def _browser_check():
+    """tests/browser/jupyterlab_check.py as a module (the browser test imports it by the same name)."""
+    if "jupyterlab_check" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("jupyterlab_check", BROWSER_CHECK)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["jupyterlab_check"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["jupyterlab_check"]
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k deselection: only a browser check that will run counts
+def pytest_collection_modifyitems(config, items):
+    """Labs the browser check runs through JupyterLab are not run again by nbval in the same session.
+
+    The browser check asserts what nbval does for them (no error output) and more: no stderr line that
+    labhelpers.quiet does not explain, the self-check line, widgets, plots. Only when it is collected
+    and can run here; otherwise (no Chromium, `-m 'not browser'`, `pytest labs/03_lora_sft.ipynb`) nbval
+    runs them.
+    """
+    if not any(Path(str(item.path)) == BROWSER_CHECK.with_name("test_jupyterlab.py") for item in items):
+        return
+    check = _browser_check()
+    if check.why_unavailable():
+        return
+    names = {f"{name}.ipynb" for name, _ in check.LABS.values()}
+    moved = [item for item in items if type(item).__name__ == "IPyNbCell" and Path(str(item.path)).name in names]
+    if moved:
+        items[:] = [item for item in items if item not in moved]
+        config.hook.pytest_deselected(items=moved)
+        config.stash[_MOVED] = sorted(names)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    moved = config.stash.get(_MOVED, None)
+    if moved:
+        terminalreporter.write_line(f"nbval: {', '.join(moved)} left to the browser check (tests/browser), not run twice")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -12,9 +12,11 @@ never exports a GGUF never imports llama.cpp.
     training    TRL config presets, live-plot / tokens-per-second / NaN-guard callbacks, resume
     evaluation  heldout_loss(), preference_metrics(), side_by_side()
     results     save_result(), load_results()                 the cross-method comparison table
+    selfcheck   self_check_passed()                           the closing line every lab prints
     export      merge_adapter(), export_gguf(), quantize_gguf(), write_modelfile(), verify_gguf(), ollama_*
     envcheck    the checks of lab 00
     runner      `python -m labhelpers.runner`: every lab on the current profile, with a summary
+    report      the instructor's per-lab table and report.md, from the executed notebooks
     native      run_isolated(): llama.cpp in a child process, so its crash never kills the kernel
     quiet       the exact library messages filtered, and the stderr check of executed notebooks
 """
@@ -64,6 +66,7 @@ _EXPORTS: dict[str, str] = {
     "save_result": "results",
     "load_results": "results",
     "plot_results": "results",
+    "self_check_passed": "selfcheck",
     "sft_config": "training",
     "dpo_config": "training",
     "simpo_config": "training",

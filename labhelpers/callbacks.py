@@ -152,6 +152,11 @@ class LivePlotCallback(TrainerCallback):
         self._last_draw = 0.0
         self.figure: Any = None
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Each train() call draws in the cell that runs it: a resumed run shows its (whole) curve there,
+        # not by updating the plot of the interrupted run in a cell above, out of the learner's view.
+        self._handle = None
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         step = state.global_step

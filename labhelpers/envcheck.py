@@ -25,6 +25,8 @@ class Check:
     ok: bool
     detail: str
     required: bool = True
+    before: float | None = None  # a check that measures a change (bitsandbytes: bytes before -> after 4-bit)
+    after: float | None = None
 
     def __str__(self) -> str:
         mark = "OK  " if self.ok else ("FAIL" if self.required else "note")
@@ -102,6 +104,8 @@ def check_bitsandbytes() -> Check:
         "bitsandbytes 4-bit",
         ok,
         f"NF4 on {device}: {x.numel() * 4} -> {bytes_q} bytes, relative error {rel:.3f}",
+        before=float(x.numel() * 4),
+        after=float(bytes_q),
     )
 
 

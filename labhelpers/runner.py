@@ -4,8 +4,11 @@
     python -m labhelpers.runner --labs 00 03    # a subset, by number
 
 Each executed notebook is saved (with its outputs) under ``outputs/<profile>/executed/`` so an
-instructor can open what ran; the committed notebooks in ``labs/`` stay output-free. A JSON summary
-goes to ``outputs/<profile>/run_summary.json``. The exit status is non-zero if any lab failed.
+instructor can open what ran; the committed notebooks in ``labs/`` stay output-free. Per lab it prints
+and records status, wall time, peak memory, the before -> after figure and the self-check line the lab
+printed (and on a failure, the failing cell's first lines and its error): ``outputs/<profile>/report.md``
+(with the browser check's screenshots when that has run) and ``run_summary.json``. The exit status is
+non-zero if any lab failed.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
+from . import report
 from .profiles import profile
 
 BUDGET_S = 90.0  # the smoke profile's per-notebook budget on a 2-core CPU (issue #5/#6/#9)
@@ -39,8 +46,56 @@ def find_labs(selected: list[str] | None = None) -> list[Path]:
     return books
 
 
+class PeakMemory:
+    """Samples the resident memory of this process's children (the kernel and what it starts) in a thread.
+
+    The peak is the highest sum seen, or a child's own high-water mark (Linux ``VmHWM``) if higher, so a
+    spike between two samples still counts.
+    """
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _hwm(pid: int) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0
+
+    def sample(self) -> None:
+        """Take one sample now."""
+        import psutil
+
+        total = 0
+        for child in psutil.Process().children(recursive=True):
+            try:
+                total += child.memory_info().rss
+                self.peak = max(self.peak, self._hwm(child.pid))
+            except psutil.Error:
+                continue
+        self.peak = max(self.peak, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run_lab(path: Path, out_dir: Path, timeout: int = 1200) -> dict:
-    """Execute one notebook top to bottom in a fresh kernel; return status, wall time and the error."""
+    """Execute one notebook top to bottom in a fresh kernel; return its report row (see labhelpers.report)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -60,8 +115,10 @@ def run_lab(path: Path, out_dir: Path, timeout: int = 1200) -> dict:
     )
     start = time.perf_counter()
     error = ""
+    memory = PeakMemory()
     try:
-        client.execute()
+        with memory:
+            client.execute()
         status = "ok"
         noise = notebook_stderr(nb)
         if noise:
@@ -79,7 +136,14 @@ def run_lab(path: Path, out_dir: Path, timeout: int = 1200) -> dict:
     wall = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)
-    return {"lab": path.stem, "status": status, "wall_s": round(wall, 1), "error": error}
+    facts = report.lab_facts(nb)
+    if status == "ok" and not facts["self_check"]:
+        status, error = "FAILED", "ran to the end without printing its 'Self-check passed' line"
+    if status == "ok":
+        facts["failure"] = None
+    peak = round(memory.peak / 1e9, 2) if memory.peak else None
+    return {"lab": path.stem, "status": status, "wall_s": round(wall, 1), "peak_rss_gb": peak, "error": error,
+            **facts}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,20 +162,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"-> {book.stem} ...", flush=True)
         row = run_lab(book, out_dir, timeout=args.timeout)
         rows.append(row)
-        print(f"   {row['status']} in {row['wall_s']:.1f} s {row['error']}", flush=True)
+        print(f"   {row['status']} in {row['wall_s']:.1f} s, peak {row['peak_rss_gb']} GB  "
+              f"{row['figure'] or row['error']}", flush=True)
 
+    print()
+    print(report.format_table(rows, lab.name, lab.model, BUDGET_S if lab.is_smoke else None))
     total = sum(r["wall_s"] for r in rows)
-    print(f"\nSummary ({lab.name} profile, model {lab.model}):")
-    print(f"{'lab':<28}{'status':<8}{'wall s':>8}")
-    for r in rows:
-        over = "  (over the 90 s smoke budget)" if lab.is_smoke and r["wall_s"] > BUDGET_S else ""
-        print(f"{r['lab']:<28}{r['status']:<8}{r['wall_s']:>8.1f}{over}")
-    failed = [r for r in rows if r["status"] != "ok"]
-    print(f"{'total':<36}{total:>8.1f}\n{len(rows) - len(failed)} passed, {len(failed)} failed")
     summary = {"profile": lab.name, "model": lab.model, "labs": rows, "total_s": round(total, 1),
+               "finished": datetime.now().astimezone().isoformat(timespec="seconds"),
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+               "command": "python -m labhelpers.runner" + (f" --labs {' '.join(args.labs)}" if args.labs else ""),
                "python": sys.executable, "hf_offline": os.environ.get("HF_HUB_OFFLINE", "")}
     (lab.output_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
-    return 1 if failed else 0
+    written = report.write_report(lab.output_dir / "report.md", summary, lab.output_dir / "screenshots")
+    print(f"\nreport: {written}")
+    return 1 if any(r["status"] != "ok" for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -64,6 +64,23 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   echo "[setup] packages installed in $(( $(date +%s) - start )) s"
 fi
 
+# The browser check (tests/browser/) drives JupyterLab in the system's Chromium through playwright, which
+# never downloads a browser. Install Chromium where it is missing and this user may (root with apt-get);
+# elsewhere the check is skipped with one line saying how to install it.
+if [ -z "${LABS_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    start=$(date +%s)
+    echo "[setup] installing Chromium for the browser check (apt-get install chromium)"
+    if apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; then
+      echo "[setup] Chromium installed in $(( $(date +%s) - start )) s"
+    else
+      echo "[setup] apt-get could not install Chromium: the browser check will be skipped (CI=true: it fails)"
+    fi
+  else
+    echo "[setup] Chromium not found: the browser check will be skipped (install it: apt-get install chromium, as root)"
+  fi
+fi
+
 # Refuse a llama.cpp built for another CPU than the portable level (checked in a child: a bad build may crash).
 LABS_LLAMA_NATIVE=${LABS_LLAMA_NATIVE:-0} python -m labhelpers.native --check-build
 

@@ -303,3 +303,26 @@ def test_live_plot_prints_lines_outside_a_notebook_and_draws_rewards(capsys):
     assert len(lines) == 2 and "loss 0.4900" in lines[1] and "rewards/margins 0.4000" in lines[1]
     fig = plot.draw()
     assert len(fig.axes) == 2 and len(fig.axes[1].get_lines()) == 3 + 1  # three rewards + the zero line
+
+
+def test_live_plot_draws_a_resumed_run_in_its_own_cell_with_the_whole_curve(monkeypatch):
+    import IPython.display
+
+    shown = []
+
+    class Handle:
+        def update(self, figure):
+            shown.append(("update", len(figure.axes[0].get_lines()[0].get_xdata())))
+
+    def display(figure, display_id=False):
+        shown.append(("display", len(figure.axes[0].get_lines()[0].get_xdata())))
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    plot, state, control = LivePlotCallback(notebook=True, min_interval=0.0), TrainerState(), TrainerControl()
+    for steps in ((1, 2), (3, 4)):  # an interrupted run, then train() again (resumed): two cells
+        plot.on_train_begin(None, state, control)
+        for step in steps:
+            state.global_step = step
+            plot.on_log(None, state, control, logs={"loss": 1.0 / step})
+    assert shown == [("display", 1), ("update", 2), ("display", 3), ("update", 4)]
