@@ -2,7 +2,7 @@
 
 nbval proves the cells run in a kernel; this proves what JupyterLab shows: no error output, no
 unexplained stderr, the progress bar as a widget, the live plot as an image, the self-check line.
-When this check can run, nbval leaves labs 00 and 03 to it (tests/conftest.py), so they run once.
+When this check can run, nbval leaves labs 00 and 03 to it (the root conftest.py), so they run once.
 """
 
 from __future__ import annotations
