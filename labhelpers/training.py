@@ -36,6 +36,19 @@ def _lab(lab: Profile | None) -> Profile:
     return lab if lab is not None else profile(verbose=False)
 
 
+def _steps(lab: Profile, kind: str) -> int:
+    """The profile's steps for ``kind``: fixed (smoke), else computed from the data and epochs (full).
+
+    A caller's ``max_steps`` still wins (``_merge``); checkpoints are spaced on the profile's run.
+    """
+    fixed = lab.sft_steps if kind == "sft" else lab.pref_steps
+    if fixed is not None:
+        return fixed
+    from .schedule import schedule
+
+    return schedule(lab, kind, verbose=False).steps
+
+
 def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float, batch: int) -> dict[str, Any]:
     """Settings every method shares; each line is a choice the FAQ or a lab explains."""
     log_every = 1 if lab.is_smoke else 5  # a live plot needs points; 1/5 steps is cheap
@@ -98,15 +111,15 @@ def sft_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) ->
     from trl import SFTConfig
 
     lab = _lab(lab)
-    base = _common(lab, output_dir, lab.sft_steps, lab.learning_rate, lab.batch_size)
+    base = _common(lab, output_dir, _steps(lab, "sft"), lab.learning_rate, lab.batch_size)
     base.update(packing=True, packing_strategy="bfd", padding_free=True, completion_only_loss=None)
     if overrides.get("packing") is False and "padding_free" not in overrides:
         base["padding_free"] = False  # padding-free without packing would not enforce max_length
     return SFTConfig(**_merge(base, overrides))
 
 
-def _preference(lab: Profile, output_dir: str | Path, group_by_length: bool) -> dict[str, Any]:
-    base = _common(lab, output_dir, lab.pref_steps, lab.pref_learning_rate, lab.pref_batch_size)
+def _preference(lab: Profile, output_dir: str | Path, group_by_length: bool, steps: int) -> dict[str, Any]:
+    base = _common(lab, output_dir, steps, lab.pref_learning_rate, lab.pref_batch_size)
     if group_by_length:
         # Batches of similar length pad less. The sampler needs a "length" column (with_lengths()) and
         # the trainer must keep it (remove_unused_columns=False; the preference collators ignore it).
@@ -127,7 +140,7 @@ def dpo_config(
     from trl import DPOConfig
 
     lab = _lab(lab)
-    base = _preference(lab, output_dir, group_by_length)
+    base = _preference(lab, output_dir, group_by_length, _steps(lab, "preference"))
     base.update(beta=0.1, loss_type=["sigmoid"])
     return DPOConfig(**_merge(base, overrides))
 
@@ -143,7 +156,7 @@ def simpo_config(
     from trl.experimental.cpo import CPOConfig
 
     lab = _lab(lab)
-    base = _preference(lab, output_dir, group_by_length)
+    base = _preference(lab, output_dir, group_by_length, _steps(lab, "preference"))
     base.update(loss_type="simpo", cpo_alpha=0.0, beta=SIMPO_BETA, simpo_gamma=SIMPO_GAMMA)
     return CPOConfig(**_merge(base, overrides))
 
@@ -155,7 +168,7 @@ def orpo_config(
     from trl.experimental.orpo import ORPOConfig
 
     lab = _lab(lab)
-    base = _preference(lab, output_dir, group_by_length)
+    base = _preference(lab, output_dir, group_by_length, _steps(lab, "preference"))
     base.update(beta=0.1)
     return ORPOConfig(**_merge(base, overrides))
 
@@ -169,7 +182,7 @@ def kto_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) ->
     from trl import KTOConfig
 
     lab = _lab(lab)
-    base = _common(lab, output_dir, lab.pref_steps, lab.pref_learning_rate, lab.pref_batch_size)
+    base = _common(lab, output_dir, _steps(lab, "kto"), lab.pref_learning_rate, lab.pref_batch_size)
     base.update(beta=0.1, desirable_weight=1.0, undesirable_weight=1.0)
     return KTOConfig(**_merge(base, overrides))
 
