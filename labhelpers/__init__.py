@@ -53,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "preflight": "memory",
     "plot_memory": "memory",
     "PreflightError": "memory",
+    "disk_plan": "disk",
     # schedule / time estimate
     "schedule": "schedule",
     "estimate_time": "estimate",

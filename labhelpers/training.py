@@ -188,15 +188,21 @@ def kto_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) ->
 
 
 def lora_config(lab: Profile | None = None, r: int | None = None, **overrides: Any) -> Any:
-    """``peft.LoraConfig``: rank from the profile (16), alpha = 2r, dropout 0.05, every linear layer."""
+    """``peft.LoraConfig``: rank from the profile (16), alpha 32, dropout 0.05, every linear layer.
+
+    alpha stays 32 (2 x the profile's rank) when ``r`` changes, as in the LoRA paper (Hu et al. 2021, section
+    4.1: alpha is set to the first r tried and not tuned), so the scale alpha/r falls as r grows. rsLoRA
+    (arXiv:2312.03732) argues alpha/sqrt(r) keeps higher ranks learning: ``use_rslora=True``.
+    """
     from peft import LoraConfig
 
-    rank = r if r is not None else _lab(lab).lora_rank
+    prof_rank = _lab(lab).lora_rank
+    rank = r if r is not None else prof_rank
     if rank < 1:
         raise ValueError(f"r={rank}: the LoRA rank must be a positive integer (8, 16, 32, 64 ...).")
     base = dict(
         r=rank,
-        lora_alpha=2 * rank,
+        lora_alpha=2 * prof_rank,
         lora_dropout=0.05,
         target_modules="all-linear",  # attention and MLP projections; not lm_head
         bias="none",

@@ -116,7 +116,8 @@ def test_lora_preset_rank_alpha_and_bad_rank(lab):
     cfg = T.lora_config(lab)
     assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (16, 32, 0.05)
     assert cfg.target_modules == "all-linear" and cfg.task_type == "CAUSAL_LM"
-    assert T.lora_config(lab, r=8).lora_alpha == 16
+    # alpha stays fixed when r changes (the LoRA paper), so alpha/r falls from 2 to 0.5 at r=64
+    assert T.lora_config(lab, r=8).lora_alpha == T.lora_config(lab, r=64).lora_alpha == 32
     with pytest.raises(ValueError, match="LoRA rank must be a positive integer"):
         T.lora_config(lab, r=0)
 
