@@ -173,7 +173,7 @@ def table_lab_times() -> str:
     snap = load_snapshot()
     measured = {row["lab"]: row for row in (snap or {}).get("labs", [])}
     lines = [
-        _row("lab", "time stated in the notebook (estimate)", "smoke profile, measured (s)"),
+        _row("lab", "what the notebook says about time", "smoke profile, measured (s)"),
         _row("---", "---", "---:"),
     ]
     for stem in LAB_STEMS:
@@ -211,7 +211,7 @@ def table_preflight_message() -> str:
 
 SPARK_RUNS = [  # lab, what it trains, schedule kind, model, method, 4-bit, gradient checkpointing, runs
     ("03_lora_sft", "LoRA SFT, Llama 3.1 8B", "sft", "llama-3.1-8b", "sft", False, False, 1),
-    ("04_neftune", "2 x LoRA SFT (a third of lab 03's steps each)", "sft", "llama-3.1-8b", "sft", False, False, "2 x steps // 3"),
+    ("04_neftune", "2 x LoRA SFT, unpacked, a third of the schedule each", "sft", "llama-3.1-8b", "sft", False, False, "2 x steps // 3"),
     ("05_qlora_70b", "QLoRA SFT, Llama 3.1 70B, checkpointing", "sft", "llama-3.1-70b", "sft", True, True, 1),
     ("06_dpo", "DPO, Llama 3.1 8B", "preference", "llama-3.1-8b", "dpo", False, False, 1),
     ("07_simpo", "SimPO, Llama 3.1 8B", "preference", "llama-3.1-8b", "simpo", False, False, 1),
@@ -231,7 +231,7 @@ def table_spark_times() -> str:
         estimate_time,
     )
     from labhelpers.profiles import profile
-    from labhelpers.schedule import schedule
+    from labhelpers.schedules import schedule
 
     saved = {k: os.environ.get(k) for k in ("LABS_PROFILE", "LABS_MODEL")}
     os.environ.update(LABS_PROFILE="full", LABS_MODEL="embedded")
@@ -240,9 +240,11 @@ def table_spark_times() -> str:
         lines = [_row("lab", "training run", "steps x rows", "trained tokens", "FLOP", "estimate on a Spark"),
                  _row("---", "---", "---:", "---:", "---:", "---")]
         for stem, what, kind, model, method, four_bit, ckpt, runs in SPARK_RUNS:
-            sched = schedule(lab, kind, verbose=False)
-            if runs == "2 x steps // 3":  # lab 04: two runs of a third of lab 03's steps each
-                runs = 2 * max(1, sched.steps // 3) / sched.steps
+            if runs == "2 x steps // 3":  # lab 04: two unpacked runs of a third of the SFT schedule each
+                sched = schedule(lab, kind, packed=False, verbose=False)
+                sched, runs = sched.with_steps(2 * max(1, sched.steps // 3)), 1
+            else:
+                sched = schedule(lab, kind, verbose=False)
             util = UTILISATION["gpu-4bit" if four_bit else "gpu"]
             est = estimate_time(sched, model, method, quantized=four_bit, gradient_checkpointing=ckpt,
                                 throughput=Throughput(SPARK_BF16_FLOPS, util, SPARK_SOURCE), verbose=False)

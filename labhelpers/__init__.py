@@ -10,7 +10,7 @@ never exports a GGUF never imports llama.cpp.
     disk        disk_plan(), check_disk_space()               what the labs download and write, and the check
     data        load_lab_dataset(), describe(), preference_to_kto()
     task        the checkable answer format the datasets teach (format_ok(), task_metrics())
-    schedule    schedule()                                    epochs over the shipped rows -> steps (full profile)
+    schedules   schedule()                                     epochs over the shipped rows -> steps (full profile)
     estimate    estimate_time()                               training time from the plan, before a run
     training    TRL config presets, live-plot / tokens-per-second / NaN-guard callbacks, resume
     evaluation  heldout_loss(), preference_metrics(), side_by_side()
@@ -55,7 +55,7 @@ _EXPORTS: dict[str, str] = {
     "PreflightError": "memory",
     "disk_plan": "disk",
     # schedule / time estimate
-    "schedule": "schedule",
+    "schedule": "schedules",
     "estimate_time": "estimate",
     # data / task
     "load_lab_dataset": "data",

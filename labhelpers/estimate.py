@@ -2,7 +2,7 @@
 
     estimate = trained tokens x FLOPs per token / (peak FLOP/s x utilisation)
 
-- **trained tokens**: ``labhelpers.schedule`` (steps x tokens per step, counted through the chat template).
+- **trained tokens**: ``labhelpers.schedules`` (steps x tokens per step, counted through the chat template).
 - **FLOPs per token**: 2 per matmul parameter for a forward pass (decoder projections plus the output
   layer; an embedding lookup costs none; attention scores are left out: padding-free packing keeps each
   example's attention within its own ~100 tokens, under 1 % of the work). A LoRA step with a frozen base
@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .model_configs import arch_spec
-from .schedule import Schedule
+from .schedules import Schedule
 
 SPARK_BF16_FLOPS = 1e15 / 8
 SPARK_SOURCE = ("DGX Spark (GB10): NVIDIA's published 1 PFLOP FP4 with sparsity / 8 = 125 TFLOP/s dense BF16 "

@@ -46,7 +46,7 @@ class Profile:
     pref_train_rows: int
     kto_train_rows: int
     eval_rows: int
-    # training schedule: fixed steps (smoke), or epochs from which labhelpers.schedule computes the steps (full)
+    # training schedule: fixed steps (smoke), or epochs from which labhelpers.schedules computes the steps (full)
     sft_steps: int | None
     pref_steps: int | None
     batch_size: int  # SFT rows per step (packed rows of max_length tokens)
@@ -119,7 +119,7 @@ class Profile:
                 f"{part('preference', self.pref_steps, self.pref_epochs, self.pref_batch_size)}; "
                 f"accum {self.grad_accum}; max_length {self.max_length}")
         if self.sft_steps is None or self.pref_steps is None:
-            line += " (steps computed from the data: labhelpers.schedule)"
+            line += " (steps computed from the data: labhelpers.schedules)"
         return line
 
 
@@ -143,7 +143,7 @@ _SMOKE = dict(
     lora_rank=16,
     eval_max_new_tokens=48,
 )
-# Full: epochs over the shipped rows; labhelpers.schedule turns them into steps (SFT: 1,000 rows of about
+# Full: epochs over the shipped rows; labhelpers.schedules turns them into steps (SFT: 1,000 rows of about
 # 75-100 tokens = about 75-100 packed rows of 1,024 tokens, so 4 rows per step is about 20-25 steps per epoch).
 # - SFT, 2 epochs at 2e-4, linear decay. The recipes train LoRA SFT for 1 epoch at 2e-4 over a large set:
 #   TRL trl/scripts/sft.py (LoRA: --learning_rate 2.0e-4 --num_train_epochs 1) and alignment-handbook

@@ -44,7 +44,7 @@ def _steps(lab: Profile, kind: str) -> int:
     fixed = lab.sft_steps if kind == "sft" else lab.pref_steps
     if fixed is not None:
         return fixed
-    from .schedule import schedule
+    from .schedules import schedule
 
     return schedule(lab, kind, verbose=False).steps
 

@@ -67,7 +67,7 @@ def test_sft_preset_follows_the_smoke_profile(lab, tmp_path):
 
 
 def test_presets_follow_the_full_profile(monkeypatch, tmp_path):
-    from labhelpers.schedule import schedule
+    from labhelpers.schedules import schedule
 
     monkeypatch.setenv("LABS_PROFILE", "full")
     monkeypatch.setenv("LABS_MODEL", "embedded")  # the steps are computed with the model's tokenizer

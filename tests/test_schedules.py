@@ -1,4 +1,4 @@
-"""Schedules sized to the data (labhelpers.schedule) and time estimates computed from them (labhelpers.estimate)."""
+"""Schedules sized to the data (labhelpers.schedules) and time estimates computed from them (labhelpers.estimate)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from labhelpers.estimate import (
 )
 from labhelpers.model_configs import arch_spec
 from labhelpers.profiles import profile
-from labhelpers.schedule import Schedule, pack_rows, schedule
+from labhelpers.schedules import Schedule, pack_rows, schedule
 
 
 @pytest.fixture

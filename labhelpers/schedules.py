@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .profiles import Profile
@@ -35,6 +35,7 @@ class Schedule:
     epochs: float
     max_length: int
     stated_epochs: float | None  # the profile's epochs (full); None: the profile fixed the steps (smoke)
+    packed: bool = False  # SFT examples packed into rows of max_length tokens
 
     @property
     def tokens_per_step(self) -> float:
@@ -46,12 +47,16 @@ class Schedule:
         """Tokens the whole run processes: steps x tokens per step (= epochs x tokens per epoch)."""
         return round(self.steps * self.tokens_per_step)
 
+    def with_steps(self, steps: int) -> Schedule:
+        """The same data and batch for another number of steps (e.g. lab 04's two shorter runs)."""
+        return replace(self, steps=steps, epochs=steps * self.per_step / self.rows_per_epoch, stated_epochs=None)
+
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "tokens_per_step": self.tokens_per_step, "trained_tokens": self.trained_tokens}
 
     def __str__(self) -> str:
-        unit = f"packed rows of {self.max_length} tokens" if self.kind == "sft" else (
-            "pairs" if self.kind == "preference" else "rows")
+        unit = f"packed rows of {self.max_length} tokens" if self.packed else (
+            "pairs" if self.kind == "preference" else "rows, one example each")
         how = ("steps fixed by the smoke profile: every lab under 90 s on 2 cores" if self.stated_epochs is None
                else f"the profile states {self.stated_epochs:g} epoch{'' if self.stated_epochs == 1 else 's'}; "
                     "steps rounded up")
@@ -96,12 +101,13 @@ def token_counts(kind: str, rows: Any, tokenizer: Any) -> list[int]:
 _CACHE: dict[tuple, Schedule] = {}
 
 
-def schedule(lab: Profile, kind: str = "sft", tokenizer: Any = None, rows: Any = None,
+def schedule(lab: Profile, kind: str = "sft", tokenizer: Any = None, rows: Any = None, packed: bool = True,
              verbose: bool = True) -> Schedule:
     """The run's schedule for ``kind`` ("sft", "preference" or "kto"), computed from the shipped rows.
 
     ``rows`` defaults to the profile's slice of the shipped training file; ``tokenizer`` to the profile's
-    model's tokenizer (``load_tokenizer()``). Full profile: steps from the stated epochs. Smoke: the
+    model's tokenizer (``load_tokenizer()``). ``packed=False``: SFT without packing (one example per row, as
+    lab 04 trains). Full profile: steps from the stated epochs. Smoke: the
     profile's fixed steps, and the epochs they amount to.
     """
     if kind not in KINDS:
@@ -115,13 +121,14 @@ def schedule(lab: Profile, kind: str = "sft", tokenizer: Any = None, rows: Any =
         from .models import load_tokenizer
 
         tokenizer = load_tokenizer()
-    key = (kind, repr(lab), getattr(tokenizer, "name_or_path", id(tokenizer)), len(rows),
+    packed = packed and kind == "sft"
+    key = (kind, packed, repr(lab), getattr(tokenizer, "name_or_path", id(tokenizer)), len(rows),
            repr(rows[0]) if len(rows) else "")
     if key not in _CACHE:
         lengths = token_counts(kind, rows, tokenizer)
         per_row = lab.batch_size if kind == "sft" else lab.pref_batch_size
         per_step = per_row * lab.grad_accum
-        rows_per_epoch = pack_rows(lengths, lab.max_length) if kind == "sft" else len(lengths)
+        rows_per_epoch = pack_rows(lengths, lab.max_length) if packed else len(lengths)
         fixed = lab.sft_steps if kind == "sft" else lab.pref_steps
         epochs_stated = lab.sft_epochs if kind == "sft" else lab.pref_epochs
         if fixed is None and epochs_stated is None:
@@ -133,7 +140,7 @@ def schedule(lab: Profile, kind: str = "sft", tokenizer: Any = None, rows: Any =
         _CACHE[key] = Schedule(kind=kind, examples=len(lengths), tokens=sum(lengths),
                                rows_per_epoch=rows_per_epoch, per_step=per_step, steps=steps,
                                epochs=steps * per_step / rows_per_epoch, max_length=lab.max_length,
-                               stated_epochs=None if fixed is not None else epochs_stated)
+                               stated_epochs=None if fixed is not None else epochs_stated, packed=packed)
     result = _CACHE[key]
     if verbose:
         print(result)
