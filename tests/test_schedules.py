@@ -114,3 +114,13 @@ def test_cpu_throughput_is_measured_at_the_models_shape():
                                 num_attention_heads=4, num_key_value_heads=2, vocab_size=256), device="cpu")
     assert tp.peak_flops > 1e6 and tp.utilisation[0] < tp.utilisation[1]
     assert "512x64x160" in tp.source and "measured now" in tp.source
+
+
+def test_with_steps_keeps_the_data_and_recomputes_the_epochs():
+    sched = Schedule(kind="sft", examples=1000, tokens=75_000, rows_per_epoch=1000, per_step=4, steps=500,
+                     epochs=2.0, max_length=1024, stated_epochs=2, packed=False)
+    third = sched.with_steps(2 * (sched.steps // 3))  # lab 04: two runs of a third of the schedule
+    assert (third.steps, third.tokens, third.per_step) == (332, 75_000, 4)
+    assert third.epochs == pytest.approx(332 * 4 / 1000) and third.stated_epochs is None
+    assert third.trained_tokens == round(332 * 75_000 / 1000 * 4)
+    assert "rows, one example each" in str(third)
