@@ -4,7 +4,9 @@ Each table lives between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in
 and is rebuilt from a source that can be checked:
 
 - ``models``    parameter counts from the published configs -> download and in-memory sizes;
-- ``fit``       ``labhelpers.plan_memory`` for Llama 3.1 8B / 70B, full vs LoRA vs QLoRA;
+- ``fit``       ``labhelpers.plan_memory`` for Llama 3.1 8B / 70B, full (mixed precision) vs LoRA vs QLoRA;
+- ``spark-times`` ``labhelpers.estimate_time`` of each training lab's full-profile run on a Spark;
+- ``disk``      ``labhelpers.disk_plan()``: what the full profile downloads and writes (lab 00 prints it too);
 - ``ranks``     LoRA parameter counts and ``plan_memory`` totals for r = 8, 16, 32, 64;
 - ``versions``  the pins of ``pyproject.toml``;
 - ``lab-times`` each notebook's own **Time** line next to the smoke run measured by
@@ -72,13 +74,17 @@ def table_models() -> str:
         ("Llama 3.1 70B Instruct", "llama-3.1-70b", "full profile: lab 05"),
     ]
     lines = [
-        _row("model", "used by", "parameters", "bf16 weights (the download), GB", "4-bit NF4 weights in memory, GB"),
-        _row("---", "---", "---:", "---:", "---:"),
-    ]
+        _row("model", "used by", "parameters", "bf16 weights (the download), GB",
+             "4-bit weights in memory for training, GB", "4-bit / bf16", "embeddings + output layer, % of 4-bit"),
+        _row("---", "---", "---:", "---:", "---:", "---:", "---:"),
+    ]  # fmt: skip
     for label, spec, used in models:
         arch = arch_spec(spec)
-        four_bit = plan_memory(arch, method="qlora", kbit_upcast=False).weights
-        lines.append(_row(label, used, f"{arch.n_params / 1e9:.2f} B", _gb(2 * arch.n_params), _gb(four_bit)))
+        four_bit = plan_memory(arch, method="qlora").weights  # as lab 05 loads it: kbit upcast to fp32
+        counts = arch.param_counts()
+        emb = 4 * (counts["embeddings"] + counts["lm_head"])
+        lines.append(_row(label, used, f"{arch.n_params / 1e9:.2f} B", _gb(2 * arch.n_params), _gb(four_bit),
+                          f"{four_bit / (2 * arch.n_params):.0%}", f"{100 * emb / four_bit:.0f} %"))
     return "\n".join(lines)
 
 
@@ -92,9 +98,13 @@ def table_fit() -> str:
              "activations + logits, GB", "planned peak, GB", "fits a Spark?"),
         _row("---", "---", "---:", "---:", "---:", "---:", "---:", "---"),
     ]  # fmt: skip
+    rows = (("full", "full fine-tune, mixed-precision AdamW", dict(dtype="fp32", autocast=True)),
+            ("full", "full fine-tune, fp32 master + 8-bit AdamW", dict(dtype="fp32", autocast=True,
+                                                                    optimizer="adamw_8bit")),
+            ("lora", "LoRA (bf16 base)", {}), ("qlora", "QLoRA (4-bit base)", {}))
     for name, label in (("llama-3.1-8b", "Llama 3.1 8B"), ("llama-3.1-70b", "Llama 3.1 70B")):
-        for method, mlabel in (("full", "full fine-tune"), ("lora", "LoRA (bf16 base)"), ("qlora", "QLoRA (4-bit base)")):
-            p = plan_memory(name, method=method, **settings)
+        for method, mlabel, extra in rows:
+            p = plan_memory(name, method=method, **{**settings, **extra})
             fits = "yes" if p.total <= HEADROOM * SPARK_BYTES else "**no**"
             lines.append(_row(
                 label, mlabel, f"{p.trainable_params / 1e6:,.0f} M", _gb(p.weights + p.lora),
@@ -108,15 +118,18 @@ def table_ranks() -> str:
     from labhelpers.memory import plan_memory
 
     lines = [
-        _row("r", "alpha (= 2r)", "8B: trainable params", "8B: % of model", "8B: adapter file, MB",
+        _row("r", "alpha (fixed)", "alpha / r", "8B: trainable params", "8B: % of model", "8B: adapter file, MB",
              "8B LoRA planned peak, GB", "70B: trainable params", "70B QLoRA planned peak, GB"),
-        _row("---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"),
+        _row("---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"),
     ]  # fmt: skip
+    from labhelpers.training import lora_config
+
     for r in (8, 16, 32, 64):
+        alpha = lora_config(None, r=r).lora_alpha
         p8 = plan_memory("llama-3.1-8b", method="lora", batch=4, seq_len=1024, rank=r)
         p70 = plan_memory("llama-3.1-70b", method="qlora", batch=1, seq_len=1024, rank=r, gradient_checkpointing=True)
         lines.append(_row(
-            r, 2 * r, f"{p8.trainable_params / 1e6:,.1f} M", f"{100 * p8.trainable_params / p8.n_params:.2f} %",
+            r, alpha, f"{alpha / r:g}", f"{p8.trainable_params / 1e6:,.1f} M", f"{100 * p8.trainable_params / p8.n_params:.2f} %",
             f"{4 * p8.trainable_params / 1e6:,.0f}", _gb(p8.total), f"{p70.trainable_params / 1e6:,.1f} M",
             _gb(p70.total),
         ))  # fmt: skip
@@ -160,7 +173,7 @@ def table_lab_times() -> str:
     snap = load_snapshot()
     measured = {row["lab"]: row for row in (snap or {}).get("labs", [])}
     lines = [
-        _row("lab", "time stated in the notebook (estimate)", "smoke profile, measured (s)"),
+        _row("lab", "what the notebook says about time", "smoke profile, measured (s)"),
         _row("---", "---", "---:"),
     ]
     for stem in LAB_STEMS:
@@ -196,8 +209,72 @@ def table_preflight_message() -> str:
     raise RuntimeError("preflight accepted LoRA on Llama 3.1 70B in 128 GB: the plan or the docs are wrong")
 
 
+SPARK_RUNS = [  # lab, what it trains, schedule kind, model, method, 4-bit, gradient checkpointing, runs
+    ("03_lora_sft", "LoRA SFT, Llama 3.1 8B", "sft", "llama-3.1-8b", "sft", False, False, 1),
+    ("04_neftune", "2 x LoRA SFT, unpacked, a third of the schedule each", "sft", "llama-3.1-8b", "sft", False, False, "2 x steps // 3"),
+    ("05_qlora_70b", "QLoRA SFT, Llama 3.1 70B, checkpointing", "sft", "llama-3.1-70b", "sft", True, True, 1),
+    ("06_dpo", "DPO, Llama 3.1 8B", "preference", "llama-3.1-8b", "dpo", False, False, 1),
+    ("07_simpo", "SimPO, Llama 3.1 8B", "preference", "llama-3.1-8b", "simpo", False, False, 1),
+    ("08_orpo", "ORPO, Llama 3.1 8B", "preference", "llama-3.1-8b", "orpo", False, False, 1),
+    ("09_kto", "KTO, Llama 3.1 8B", "kto", "llama-3.1-8b", "kto", False, False, 1),
+]  # fmt: skip
+
+
+def table_spark_times() -> str:
+    """``labhelpers.estimate_time`` for each training lab's full-profile run at the Spark's published rate."""
+    from labhelpers.estimate import (
+        SPARK_BF16_FLOPS,
+        SPARK_SOURCE,
+        UTILISATION,
+        Throughput,
+        _duration,
+        estimate_time,
+    )
+    from labhelpers.profiles import profile
+    from labhelpers.schedules import schedule
+
+    saved = {k: os.environ.get(k) for k in ("LABS_PROFILE", "LABS_MODEL")}
+    os.environ.update(LABS_PROFILE="full", LABS_MODEL="embedded")
+    try:
+        lab = profile(verbose=False)
+        lines = [_row("lab", "training run", "steps x rows", "trained tokens", "FLOP", "estimate on a Spark"),
+                 _row("---", "---", "---:", "---:", "---:", "---")]
+        for stem, what, kind, model, method, four_bit, ckpt, runs in SPARK_RUNS:
+            if runs == "2 x steps // 3":  # lab 04: two unpacked runs of a third of the SFT schedule each
+                sched = schedule(lab, kind, packed=False, verbose=False)
+                sched, runs = sched.with_steps(2 * max(1, sched.steps // 3)), 1
+            else:
+                sched = schedule(lab, kind, verbose=False)
+            util = UTILISATION["gpu-4bit" if four_bit else "gpu"]
+            est = estimate_time(sched, model, method, quantized=four_bit, gradient_checkpointing=ckpt,
+                                throughput=Throughput(SPARK_BF16_FLOPS, util, SPARK_SOURCE), verbose=False)
+            lines.append(_row(
+                f"[{stem}](../labs/{stem}.ipynb)", what, f"{round(sched.steps * runs)} x {sched.per_step}",
+                f"{round(est.tokens * runs):,}", f"{est.flops * runs:.1e}",
+                f"{_duration(est.low_s * runs)} to {_duration(est.high_s * runs)} ({util[0]:.0%}-{util[1]:.0%} of "
+                f"{SPARK_BF16_FLOPS / 1e12:.0f} TFLOP/s)",
+            ))  # fmt: skip
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    lines += ["", f"Peak: {SPARK_SOURCE}. Utilisation: the range `labhelpers.estimate` assumes (lower for 4-bit)."]
+    return "\n".join(lines)
+
+
+def table_disk() -> str:
+    """``labhelpers.disk_plan()``: the full profile's downloads and written files, and their total."""
+    from labhelpers.disk import disk_plan
+
+    return disk_plan().table()
+
+
 TABLES = {
     "models": table_models,
+    "disk": table_disk,
+    "spark-times": table_spark_times,
     "fit": table_fit,
     "ranks": table_ranks,
     "versions": table_versions,

@@ -7,8 +7,11 @@ never exports a GGUF never imports llama.cpp.
     embedded    embedded_model_dir()                          the offline SmolLM2-135M smoke model
     models      load_model(), load_tokenizer(), generate()
     memory      memory_report(), track_memory(), plan_memory(), preflight(), plot_memory()
+    disk        disk_plan(), check_disk_space()               what the labs download and write, and the check
     data        load_lab_dataset(), describe(), preference_to_kto()
     task        the checkable answer format the datasets teach (format_ok(), task_metrics())
+    schedules   schedule()                                     epochs over the shipped rows -> steps (full profile)
+    estimate    estimate_time()                               training time from the plan, before a run
     training    TRL config presets, live-plot / tokens-per-second / NaN-guard callbacks, resume
     evaluation  heldout_loss(), preference_metrics(), side_by_side()
     results     save_result(), load_results()                 the cross-method comparison table
@@ -52,6 +55,10 @@ _EXPORTS: dict[str, str] = {
     "preflight": "memory",
     "plot_memory": "memory",
     "PreflightError": "memory",
+    "disk_plan": "disk",
+    # schedule / time estimate
+    "schedule": "schedules",
+    "estimate_time": "estimate",
     # data / task
     "load_lab_dataset": "data",
     "describe": "data",

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-RECOMMENDED_FREE_DISK_GB = 200  # the module FAQ's advice: TinyLlama ~2 GB + 8B ~16 GB + 70B ~140 GB + room
 PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate")
 
 
@@ -67,8 +66,18 @@ def check_device() -> Check:
     return Check("device", True, "no CUDA GPU: CPU only (fine for LABS_PROFILE=smoke; a Spark shows its GB10)", False)
 
 
-def check_disk(path: str | Path | None = None, recommended_gb: float = RECOMMENDED_FREE_DISK_GB) -> Check:
-    """Free disk where models are cached, against the FAQ's 200 GB advice (a note, not a failure)."""
+def check_disk(path: str | Path | None = None, recommended_gb: float | None = None) -> Check:
+    """Free disk where models are cached, against the full profile's disk plan (a note, not a failure).
+
+    ``recommended_gb`` defaults to ``labhelpers.disk.disk_plan().total``, the total lab 00 and
+    docs/LAB_PREP.md print, rounded up to a whole GB.
+    """
+    if recommended_gb is None:
+        import math
+
+        from .disk import disk_plan
+
+        recommended_gb = math.ceil(disk_plan().total / 1e9)
     if path is None:
         from huggingface_hub import constants
 
@@ -80,7 +89,7 @@ def check_disk(path: str | Path | None = None, recommended_gb: float = RECOMMEND
     return Check(
         "disk",
         ok,
-        f"{free_gb:.0f} GB free at {path} (recommended {recommended_gb} GB for the full profile)",
+        f"{free_gb:.0f} GB free at {path} (the full profile's disk plan: {recommended_gb} GB; lh.disk_plan())",
         required=False,
     )
 

@@ -72,6 +72,33 @@ def _meminfo() -> dict[str, int]:
     return {k: int(v) * 1024 for k, v in re.findall(r"^(\w+):\s+(\d+) kB", text, re.M)}
 
 
+def is_integrated_gpu() -> bool:
+    """True when GPU 0 shares the system memory (a Spark's GB10): ``is_integrated`` in its device properties.
+
+    On such a GPU ``torch.cuda.mem_get_info()`` reports the kernel's MemFree, which counts the page cache as
+    used (unsloth issue 10704: writing a 60 GB file took CUDA free memory from 103 to 41 GiB while
+    MemAvailable stayed near 116 GiB), so the free memory to plan against is MemAvailable.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    return bool(getattr(torch.cuda.get_device_properties(0), "is_integrated", False))
+
+
+def _available(info: dict[str, int]) -> int:
+    """MemAvailable (free + what the kernel can reclaim, page cache included); psutil off Linux."""
+    if info.get("MemAvailable"):
+        return info["MemAvailable"]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+PAGE_CACHE_NOTE = ("page cache {cache}: files read recently (a downloaded checkpoint) that the kernel frees on "
+                   "demand; 'available' counts it as free")
+
+
 def _rss() -> int:
     import psutil
 
@@ -106,19 +133,27 @@ class MemoryReport:
         sys_line = (f"{'unified' if self.unified else 'system'} {_gb(self.system_used)} used / "
                     f"{_gb(self.system_total)} ({_gb(self.system_available)} available)")
         parts = [self.device, sys_line, f"process RSS {_gb(self.process_rss)}"]
-        if self.gpu_total is not None:
+        if self.gpu_total is not None and not self.unified:
             parts[1:1] = [f"GPU {_gb(self.gpu_used)} used / {_gb(self.gpu_total)} ({_gb(self.gpu_free)} free)"]
+        if self.gpu_total is not None:
             parts.append(f"torch peak {_gb(self.torch_peak)}")
-        return " | ".join(parts)
+        line = " | ".join(parts)
+        if self.unified:  # one pool: the GPU's free memory is the system's available memory
+            line += "\n  " + PAGE_CACHE_NOTE.format(cache=_gb(self.page_cache))
+        return line
 
 
 def memory_report() -> MemoryReport:
-    """Device name, GPU and system memory, this process's RSS and torch's peak; GPU fields None on CPU."""
+    """Device name, GPU and system memory, this process's RSS and torch's peak; GPU fields None on CPU.
+
+    On an integrated GPU (``is_integrated_gpu``) the GPU's free memory is MemAvailable, the same number
+    ``preflight`` plans against, not CUDA's MemFree, which counts the page cache as used.
+    """
     import torch
 
     info = _meminfo()
     if info:
-        sys_total, sys_avail = info["MemTotal"], info.get("MemAvailable", info.get("MemFree", 0))
+        sys_total, sys_avail = info["MemTotal"], _available(info)
         cache = info.get("Cached", 0) + info.get("Buffers", 0)
     else:
         import psutil
@@ -130,9 +165,11 @@ def memory_report() -> MemoryReport:
     if torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info()
         device = torch.cuda.get_device_name(0)
+        unified = is_integrated_gpu()
+        if unified:
+            free = min(sys_avail, total)
         gpu = dict(gpu_total=total, gpu_used=total - free, gpu_free=free,
                    torch_allocated=torch.cuda.memory_allocated(), torch_peak=torch.cuda.max_memory_allocated())
-        unified = "GB10" in device or abs(total - sys_total) < 0.1 * sys_total
     return MemoryReport(device=device, **gpu, system_total=sys_total, system_used=sys_total - sys_avail,
                         system_available=sys_avail, page_cache=cache, process_rss=_rss(), unified=unified)
 
@@ -407,17 +444,19 @@ def _replan(plan: MemoryPlan, **changes: Any) -> MemoryPlan:
 
 # --------------------------------------------------------------------------------------------- preflight
 def _free_memory() -> tuple[int, str]:
-    """Bytes a new allocation can use: CUDA free memory on a GPU (the unified pool on a Spark), else MemAvailable."""
+    """Bytes a new allocation can use: CUDA free memory on a discrete GPU, else MemAvailable.
+
+    On an integrated GPU (a Spark's GB10) CUDA's free memory is the kernel's MemFree, which counts the page
+    cache as used: after reading a 141 GB checkpoint it would refuse a run that fits. MemAvailable counts
+    the page cache as free, because the kernel hands it back on demand.
+    """
     import torch
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not is_integrated_gpu():
         return torch.cuda.mem_get_info()[0], f"free on {torch.cuda.get_device_name(0)}"
-    info = _meminfo()
-    if info.get("MemAvailable"):
-        return info["MemAvailable"], "MemAvailable (system RAM)"
-    import psutil
-
-    return psutil.virtual_memory().available, "available system RAM"
+    where = (f"MemAvailable (unified memory of {torch.cuda.get_device_name(0)}, page cache counted as free)"
+             if torch.cuda.is_available() else "MemAvailable (system RAM)")
+    return _available(_meminfo()), where
 
 
 def preflight(plan: MemoryPlan, available: int | None = None, headroom: float = 0.9,

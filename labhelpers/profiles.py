@@ -46,9 +46,9 @@ class Profile:
     pref_train_rows: int
     kto_train_rows: int
     eval_rows: int
-    # training schedule
-    sft_steps: int
-    pref_steps: int
+    # training schedule: fixed steps (smoke), or epochs from which labhelpers.schedules computes the steps (full)
+    sft_steps: int | None
+    pref_steps: int | None
     batch_size: int  # SFT rows per step (packed rows of max_length tokens)
     pref_batch_size: int  # preference pairs (or KTO rows) per step
     grad_accum: int
@@ -58,6 +58,8 @@ class Profile:
     lr_scheduler: str
     lora_rank: int
     eval_max_new_tokens: int
+    sft_epochs: float | None = None
+    pref_epochs: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -97,8 +99,7 @@ class Profile:
             f"model   : {self.model}" + ("  (from LABS_MODEL)" if self.model_overridden else ""),
             f"QLoRA   : {self.big_model}",
             f"device  : {dev}",
-            f"steps   : SFT {self.sft_steps} x batch {self.batch_size}, preference {self.pref_steps} x batch "
-            f"{self.pref_batch_size}; accum {self.grad_accum}; max_length {self.max_length}",
+            f"steps   : {self._steps_line()}",
             f"lr      : SFT {self.learning_rate:g}, preference {self.pref_learning_rate:g} ({self.lr_scheduler})",
             f"data    : SFT {self.sft_train_rows}, preference {self.pref_train_rows}, KTO "
             f"{self.kto_train_rows} train rows; {self.eval_rows} held-out rows",
@@ -108,6 +109,18 @@ class Profile:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def _steps_line(self) -> str:
+        def part(name: str, steps: int | None, epochs: float | None, batch: int) -> str:
+            run = f"{steps} steps" if steps is not None else f"{epochs:g} epoch{'s' if epochs != 1 else ''}"
+            return f"{name} {run} x batch {batch}"
+
+        line = (f"{part('SFT', self.sft_steps, self.sft_epochs, self.batch_size)}, "
+                f"{part('preference', self.pref_steps, self.pref_epochs, self.pref_batch_size)}; "
+                f"accum {self.grad_accum}; max_length {self.max_length}")
+        if self.sft_steps is None or self.pref_steps is None:
+            line += " (steps computed from the data: labhelpers.schedules)"
+        return line
 
 
 # Smoke: every notebook under 90 s on a 2-core CPU, which trains the 135M model at ~170 tokens/s.
@@ -130,16 +143,31 @@ _SMOKE = dict(
     lora_rank=16,
     eval_max_new_tokens=48,
 )
+# Full: epochs over the shipped rows; labhelpers.schedules turns them into steps (SFT: 1,000 rows of about
+# 75-100 tokens = about 75-100 packed rows of 1,024 tokens, so 4 rows per step is about 20-25 steps per epoch).
+# - SFT, 2 epochs at 2e-4, linear decay. The recipes train LoRA SFT for 1 epoch at 2e-4 over a large set:
+#   TRL trl/scripts/sft.py (LoRA: --learning_rate 2.0e-4 --num_train_epochs 1) and alignment-handbook
+#   recipes/zephyr-7b-beta/sft/config_qlora.yaml (2.0e-4, 1 epoch, batch 4, 200k rows). One pass over our
+#   1,000 rows is only ~20 steps, 10 % of them warmup; a second pass teaches the format and the topic-to-lab
+#   mapping; a third and more would memorise the answers (the overfitting docs/FAQ.md warns about).
+# - Preference (DPO, SimPO, ORPO) and KTO, 1 epoch at 5e-6, beta 0.1: CITED, not swept. TRL
+#   trl/scripts/dpo.py (LoRA: --learning_rate 5.0e-6 --num_train_epochs 1, full fine-tune 5.0e-7) and
+#   alignment-handbook recipes/zephyr-7b-beta/dpo/config_qlora.yaml (5.0e-6, 1 epoch, batch 4 x accumulation
+#   1, beta 0.01; beta 0.1 is TRL's default and the DPO paper's). Whether 125 steps over 500 pairs move an 8B
+#   model's held-out accuracy has not been measured (no Spark run yet): scripts/gpu_check.sh measures it on
+#   the small model; a learner's lab 06-09 self-check says so if it does not.
 _FULL = dict(
     sft_train_rows=1000,
     pref_train_rows=500,
     kto_train_rows=1000,
     eval_rows=100,
-    sft_steps=250,
-    pref_steps=125,
+    sft_steps=None,
+    pref_steps=None,
+    sft_epochs=2,
+    pref_epochs=1,
     batch_size=4,
     pref_batch_size=4,
-    grad_accum=4,
+    grad_accum=1,
     max_length=1024,
     learning_rate=2e-4,
     pref_learning_rate=5e-6,

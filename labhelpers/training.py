@@ -36,6 +36,19 @@ def _lab(lab: Profile | None) -> Profile:
     return lab if lab is not None else profile(verbose=False)
 
 
+def _steps(lab: Profile, kind: str) -> int:
+    """The profile's steps for ``kind``: fixed (smoke), else computed from the data and epochs (full).
+
+    A caller's ``max_steps`` still wins (``_merge``); checkpoints are spaced on the profile's run.
+    """
+    fixed = lab.sft_steps if kind == "sft" else lab.pref_steps
+    if fixed is not None:
+        return fixed
+    from .schedules import schedule
+
+    return schedule(lab, kind, verbose=False).steps
+
+
 def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float, batch: int) -> dict[str, Any]:
     """Settings every method shares; each line is a choice the FAQ or a lab explains."""
     log_every = 1 if lab.is_smoke else 5  # a live plot needs points; 1/5 steps is cheap
@@ -98,15 +111,15 @@ def sft_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) ->
     from trl import SFTConfig
 
     lab = _lab(lab)
-    base = _common(lab, output_dir, lab.sft_steps, lab.learning_rate, lab.batch_size)
+    base = _common(lab, output_dir, _steps(lab, "sft"), lab.learning_rate, lab.batch_size)
     base.update(packing=True, packing_strategy="bfd", padding_free=True, completion_only_loss=None)
     if overrides.get("packing") is False and "padding_free" not in overrides:
         base["padding_free"] = False  # padding-free without packing would not enforce max_length
     return SFTConfig(**_merge(base, overrides))
 
 
-def _preference(lab: Profile, output_dir: str | Path, group_by_length: bool) -> dict[str, Any]:
-    base = _common(lab, output_dir, lab.pref_steps, lab.pref_learning_rate, lab.pref_batch_size)
+def _preference(lab: Profile, output_dir: str | Path, group_by_length: bool, steps: int) -> dict[str, Any]:
+    base = _common(lab, output_dir, steps, lab.pref_learning_rate, lab.pref_batch_size)
     if group_by_length:
         # Batches of similar length pad less. The sampler needs a "length" column (with_lengths()) and
         # the trainer must keep it (remove_unused_columns=False; the preference collators ignore it).
@@ -127,7 +140,7 @@ def dpo_config(
     from trl import DPOConfig
 
     lab = _lab(lab)
-    base = _preference(lab, output_dir, group_by_length)
+    base = _preference(lab, output_dir, group_by_length, _steps(lab, "preference"))
     base.update(beta=0.1, loss_type=["sigmoid"])
     return DPOConfig(**_merge(base, overrides))
 
@@ -143,7 +156,7 @@ def simpo_config(
     from trl.experimental.cpo import CPOConfig
 
     lab = _lab(lab)
-    base = _preference(lab, output_dir, group_by_length)
+    base = _preference(lab, output_dir, group_by_length, _steps(lab, "preference"))
     base.update(loss_type="simpo", cpo_alpha=0.0, beta=SIMPO_BETA, simpo_gamma=SIMPO_GAMMA,
                 remove_unused_columns=False)  # CPOTrainer's pair collator needs every column (else it warns)
     return CPOConfig(**_merge(base, overrides))
@@ -156,7 +169,7 @@ def orpo_config(
     from trl.experimental.orpo import ORPOConfig
 
     lab = _lab(lab)
-    base = _preference(lab, output_dir, group_by_length)
+    base = _preference(lab, output_dir, group_by_length, _steps(lab, "preference"))
     base.update(beta=0.1, remove_unused_columns=False)  # ORPOTrainer's collator needs all columns
     return ORPOConfig(**_merge(base, overrides))
 
@@ -170,21 +183,27 @@ def kto_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) ->
     from trl import KTOConfig
 
     lab = _lab(lab)
-    base = _common(lab, output_dir, lab.pref_steps, lab.pref_learning_rate, lab.pref_batch_size)
+    base = _common(lab, output_dir, _steps(lab, "kto"), lab.pref_learning_rate, lab.pref_batch_size)
     base.update(beta=0.1, desirable_weight=1.0, undesirable_weight=1.0)
     return KTOConfig(**_merge(base, overrides))
 
 
 def lora_config(lab: Profile | None = None, r: int | None = None, **overrides: Any) -> Any:
-    """``peft.LoraConfig``: rank from the profile (16), alpha = 2r, dropout 0.05, every linear layer."""
+    """``peft.LoraConfig``: rank from the profile (16), alpha 32, dropout 0.05, every linear layer.
+
+    alpha stays 32 (2 x the profile's rank) when ``r`` changes, as in the LoRA paper (Hu et al. 2021, section
+    4.1: alpha is set to the first r tried and not tuned), so the scale alpha/r falls as r grows. rsLoRA
+    (arXiv:2312.03732) argues alpha/sqrt(r) keeps higher ranks learning: ``use_rslora=True``.
+    """
     from peft import LoraConfig
 
-    rank = r if r is not None else _lab(lab).lora_rank
+    prof_rank = _lab(lab).lora_rank
+    rank = r if r is not None else prof_rank
     if rank < 1:
         raise ValueError(f"r={rank}: the LoRA rank must be a positive integer (8, 16, 32, 64 ...).")
     base = dict(
         r=rank,
-        lora_alpha=2 * rank,
+        lora_alpha=2 * prof_rank,
         lora_dropout=0.05,
         target_modules="all-linear",  # attention and MLP projections; not lm_head
         bias="none",

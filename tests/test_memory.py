@@ -208,6 +208,75 @@ def test_preflight_reads_free_memory_by_default():
         preflight(plan, headroom=1.5)
 
 
+# ------------------------------------------------------------------------------------------ one "free memory"
+GIB = 2**30
+
+
+def _fake_machine(monkeypatch, *, cuda: bool, integrated: bool = False, mem_free: float = 0.0,
+                  gpu_total: float = 0.0, available: float = 116 * GIB, page_cache: float = 70 * GIB,
+                  name: str = "NVIDIA GB10"):
+    """Monkeypatch torch.cuda and /proc/meminfo: a Spark after a big read, a discrete GPU, or a CPU."""
+    import types
+
+    import labhelpers.memory as M
+
+    meminfo = {"MemTotal": int(119.7 * GIB), "MemFree": int(mem_free or 10 * GIB),
+               "MemAvailable": int(available), "Cached": int(page_cache), "Buffers": 0}
+    monkeypatch.setattr(M, "_meminfo", lambda: dict(meminfo))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    if cuda:
+        props = types.SimpleNamespace(name=name, is_integrated=integrated, total_memory=int(gpu_total))
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *_: props)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: name)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *_: (int(mem_free), int(gpu_total)))
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *_: 0)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *_: 0)
+    return meminfo
+
+
+def test_integrated_gpu_with_a_full_page_cache_plans_against_mem_available(monkeypatch):
+    # unsloth issue 10704's numbers: CUDA free (MemFree) 41 GiB while MemAvailable stays near 116 GiB
+    _fake_machine(monkeypatch, cuda=True, integrated=True, mem_free=41 * GIB, gpu_total=119.7 * GIB,
+                  name="NVIDIA Spark-ish iGPU")  # detected from the properties, not from the name "GB10"
+    from labhelpers.memory import _free_memory, is_integrated_gpu
+
+    assert is_integrated_gpu()
+    free, where = _free_memory()
+    assert free == 116 * GIB and "MemAvailable" in where and "page cache counted as free" in where
+    plan = plan_memory("llama-3.1-70b", method="qlora", gradient_checkpointing=True)
+    assert 41 * GIB * 0.9 < plan.total < 116 * GIB * 0.9  # MemFree would refuse a run that fits
+    assert preflight(plan, verbose=False)["available"] == 116 * GIB
+    report = memory_report()
+    assert report.unified and report.gpu_free == report.system_available == 116 * GIB  # one "free" number
+    text = str(report)
+    assert "41.0" not in text and "44.02 GB" not in text  # CUDA's MemFree is shown nowhere
+    assert "unified" in text and "124.55 GB available" in text
+    assert "\n  page cache 75.16 GB: files read recently" in text and "counts it as free" in text
+
+
+def test_discrete_gpu_plans_against_cuda_free_memory(monkeypatch):
+    _fake_machine(monkeypatch, cuda=True, integrated=False, mem_free=60e9, gpu_total=141e9, name="NVIDIA H200")
+    from labhelpers.memory import _free_memory, is_integrated_gpu
+
+    assert not is_integrated_gpu()
+    assert _free_memory() == (int(60e9), "free on NVIDIA H200")
+    report = memory_report()
+    assert not report.unified and report.gpu_free == int(60e9) and report.system_available == 116 * GIB
+    text = str(report)
+    assert "GPU 81.00 GB used / 141.00 GB (60.00 GB free)" in text and "page cache" not in text
+
+
+def test_cpu_plans_against_mem_available(monkeypatch):
+    _fake_machine(monkeypatch, cuda=False, available=20e9, page_cache=5e9)
+    from labhelpers.memory import _free_memory, is_integrated_gpu
+
+    assert not is_integrated_gpu()
+    assert _free_memory() == (int(20e9), "MemAvailable (system RAM)")
+    report = memory_report()
+    assert report.gpu_free is None and not report.unified and report.system_available == int(20e9)
+    assert "page cache" not in str(report) and "\n" not in str(report)
+
+
 # ------------------------------------------------------------------------------------------ report / track / plot
 def test_memory_report_on_cpu_has_system_fields_and_no_gpu_fields():
     report = memory_report()

@@ -66,3 +66,27 @@ def test_relative_links_resolve(path):
             if "://" in target:
                 continue
             assert (path.parent / target).exists(), f"{path.name}: broken link {target}"
+
+
+TRAINING_LABS = [p for p in NOTEBOOKS if p.name[:2] in ("03", "04", "05", "06", "07", "08", "09")]
+# a duration typed into prose ("10-15 minutes", "half an hour", "about 2 hours"); computed ones live in code
+QUOTED_DURATION = re.compile(r"\b(\d+(\.\d+)?(\s*-\s*\d+)?\s+(seconds?|minutes?|hours?)|(an?|half an?|one|two|several|a few)"
+                             r"\s+(seconds|minutes?|hours?))\b", re.I)  # not "a second model"
+
+
+@pytest.mark.parametrize("path", TRAINING_LABS, ids=lambda p: p.stem)
+def test_training_labs_print_a_computed_estimate_before_training_and_the_measured_time_after(path):
+    code = _code(path)
+    estimate = code.find("estimate_time(")
+    assert estimate >= 0, f"{path.name}: no lh.estimate_time(...) before training"
+    first_train = min(i for i in (code.find("train(trainer"), code.find("training.train(")) if i >= 0)
+    assert estimate < first_train, f"{path.name}: the estimate comes after training starts"
+    assert "estimate.versus(" in code[first_train:], f"{path.name}: the measured time is not set next to the estimate"
+    assert "lh.schedule(" in code, f"{path.name}: the steps are not computed by lh.schedule"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_duration_is_quoted_in_markdown(path):
+    prose = "\n".join(c.source for c in _cells(path) if c.cell_type == "markdown")
+    found = [m.group(0) for m in QUOTED_DURATION.finditer(prose)]
+    assert not found, f"{path.name}: durations quoted in markdown (compute them in code instead): {found}"

@@ -24,7 +24,10 @@ def test_full_profile_uses_llama_8b_and_70b(monkeypatch):
     monkeypatch.delenv("LABS_MODEL", raising=False)
     lab = profile(verbose=False)
     assert (lab.model, lab.big_model) == (LLAMA_8B, LLAMA_70B)
-    assert lab.sft_steps > profile.__globals__["_SMOKE"]["sft_steps"]
+    # the full profile states epochs (1-3); labhelpers.schedules computes the steps from the data
+    assert lab.sft_steps is None and lab.pref_steps is None
+    assert 1 <= lab.sft_epochs <= 3 and 1 <= lab.pref_epochs <= 3
+    assert "2 epochs" in lab.summary() and "steps computed from the data" in lab.summary()
 
 
 def test_unknown_profile_names_the_variable(monkeypatch):

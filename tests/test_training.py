@@ -67,13 +67,16 @@ def test_sft_preset_follows_the_smoke_profile(lab, tmp_path):
 
 
 def test_presets_follow_the_full_profile(monkeypatch, tmp_path):
+    from labhelpers.schedules import schedule
+
     monkeypatch.setenv("LABS_PROFILE", "full")
-    monkeypatch.delenv("LABS_MODEL", raising=False)
+    monkeypatch.setenv("LABS_MODEL", "embedded")  # the steps are computed with the model's tokenizer
     full = profile(verbose=False)
     sft, dpo = T.sft_config(full, tmp_path), T.dpo_config(full, tmp_path)
-    assert (sft.max_steps, sft.gradient_accumulation_steps, sft.max_length) == (250, 4, 1024)
-    assert sft.learning_rate == 2e-4 and sft.logging_steps == 5 and sft.save_steps == 50
-    assert (dpo.max_steps, dpo.learning_rate, dpo.beta) == (125, 5e-6, 0.1)
+    sft_steps = schedule(full, "sft", verbose=False).steps
+    assert (sft.max_steps, sft.gradient_accumulation_steps, sft.max_length) == (sft_steps, 1, 1024)
+    assert sft.learning_rate == 2e-4 and sft.logging_steps == 5 and sft.save_steps == sft_steps // 5 // 5 * 5
+    assert (dpo.max_steps, dpo.learning_rate, dpo.beta) == (125, 5e-6, 0.1)  # 500 pairs, 1 epoch, batch 4
 
 
 def test_overrides_win_over_presets(lab, tmp_path):
@@ -113,7 +116,8 @@ def test_lora_preset_rank_alpha_and_bad_rank(lab):
     cfg = T.lora_config(lab)
     assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (16, 32, 0.05)
     assert cfg.target_modules == "all-linear" and cfg.task_type == "CAUSAL_LM"
-    assert T.lora_config(lab, r=8).lora_alpha == 16
+    # alpha stays fixed when r changes (the LoRA paper), so alpha/r falls from 2 to 0.5 at r=64
+    assert T.lora_config(lab, r=8).lora_alpha == T.lora_config(lab, r=64).lora_alpha == 32
     with pytest.raises(ValueError, match="LoRA rank must be a positive integer"):
         T.lora_config(lab, r=0)
 

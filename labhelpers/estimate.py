@@ -1,0 +1,158 @@
+"""Training time, estimated before a run from its plan, then compared with the measured time.
+
+    estimate = trained tokens x FLOPs per token / (peak FLOP/s x utilisation)
+
+- **trained tokens**: ``labhelpers.schedules`` (steps x tokens per step, counted through the chat template).
+- **FLOPs per token**: 2 per matmul parameter for a forward pass (decoder projections plus the output
+  layer; an embedding lookup costs none; attention scores are left out: padding-free packing keeps each
+  example's attention within its own ~100 tokens, under 1 % of the work). A LoRA step with a frozen base
+  runs the forward and the input gradients, 4 per parameter (a full fine-tune adds weight gradients: 6);
+  gradient checkpointing runs the forward again (+2). DPO and KTO add a forward pass of the reference (+2;
+  KTO again for its KL batch: +4); SimPO and ORPO have no reference.
+- **peak FLOP/s**: on a DGX Spark (a GB10), NVIDIA's published figure: "up to 1 PFLOP of FP4 AI performance"
+  with sparsity (https://www.nvidia.com/en-us/products/workstations/dgx-spark/); dense BF16 on Blackwell
+  tensor cores is 1/8 of it (sparsity 2x, FP4 -> FP8 2x, FP8 -> BF16 2x) = 125 TFLOP/s. On another GPU and
+  on a CPU, a matmul measured on the spot (bf16 on a GPU; fp32 at the model's MLP shape on a CPU).
+- **utilisation**: an assumed range, printed with the estimate, which the measured time then checks;
+  ``bench/gpu_throughput.py`` measures it on a GPU (its ``hfu``). 4-bit layers de-quantise every block on
+  every matmul, so QLoRA's range is lower.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .model_configs import arch_spec
+from .schedules import Schedule
+
+SPARK_BF16_FLOPS = 1e15 / 8
+SPARK_SOURCE = ("DGX Spark (GB10): NVIDIA's published 1 PFLOP FP4 with sparsity / 8 = 125 TFLOP/s dense BF16 "
+                "(nvidia.com/en-us/products/workstations/dgx-spark)")
+FORWARD_PASSES = {"sft": 0, "dpo": 1, "simpo": 0, "orpo": 0, "kto": 2}  # extra no-grad forwards per token
+UTILISATION = {"gpu": (0.2, 0.5), "gpu-4bit": (0.1, 0.35), "cpu": (0.25, 0.8)}
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """A peak FLOP/s, the utilisation range assumed on it, and where the peak comes from."""
+
+    peak_flops: float
+    utilisation: tuple[float, float]
+    source: str
+
+
+def _measured_matmul(device: str, n: int, k: int, m: int, dtype: Any, seconds: float = 0.1) -> float:
+    """Best of three timings of an (n x k) @ (k x m) product, in FLOP/s."""
+    import torch
+
+    a = torch.randn(n, k, device=device, dtype=dtype)
+    b = torch.randn(k, m, device=device, dtype=dtype)
+    best = 0.0
+    for _ in range(3):
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start, reps = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            a @ b
+            reps += 1
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * n * k * m * reps / (time.perf_counter() - start))
+    return best
+
+
+def device_throughput(model: Any = None, quantized: bool = False, device: str | None = None) -> Throughput:
+    """This machine's peak and utilisation range: the Spark's published figure, or a matmul measured now."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda":
+        from .memory import is_integrated_gpu
+
+        name = torch.cuda.get_device_name(0)
+        util = UTILISATION["gpu-4bit" if quantized else "gpu"]
+        if "GB10" in name or is_integrated_gpu():
+            return Throughput(SPARK_BF16_FLOPS, util, SPARK_SOURCE)
+        peak = _measured_matmul("cuda", 8192, 8192, 8192, torch.bfloat16)
+        return Throughput(peak, util, f"{name}: bf16 8192^3 matmul measured now, {peak / 1e12:.0f} TFLOP/s")
+    hidden, inter = 576, 1536
+    if model is not None:
+        arch = arch_spec(model)
+        hidden, inter = arch.hidden, arch.intermediate
+    peak = _measured_matmul("cpu", 512, hidden, inter, torch.float32)
+    return Throughput(peak, UTILISATION["cpu"],
+                      f"CPU, {torch.get_num_threads()} threads: fp32 512x{hidden}x{inter} matmul (the model's MLP "
+                      f"shape) measured now, {peak / 1e9:.0f} GFLOP/s")
+
+
+def flops_per_token(model: Any, method: str = "sft", full_finetune: bool = False,
+                    gradient_checkpointing: bool = False) -> float:
+    """Training FLOPs per token (see the module docstring): 2 x matmul parameters x passes."""
+    if method not in FORWARD_PASSES:
+        raise ValueError(f"method={method!r}: use one of {tuple(FORWARD_PASSES)}.")
+    arch = arch_spec(model)
+    counts = arch.param_counts()
+    matmul = counts["linear"] + (counts["embeddings"] if arch.tied else counts["lm_head"])
+    passes = (3 if full_finetune else 2) + (1 if gradient_checkpointing else 0) + FORWARD_PASSES[method]
+    return 2 * matmul * passes
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    """A training run's time range, computed before it starts; ``versus()`` sets the measured time next to it."""
+
+    label: str
+    tokens: int
+    flops_per_token: float
+    flops: float
+    low_s: float
+    high_s: float
+    throughput: Throughput
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        lo, hi = self.throughput.utilisation
+        peak = self.throughput.peak_flops
+        rate = f"{peak / 1e12:,.0f} TFLOP/s" if peak >= 1e12 else f"{peak / 1e9:,.0f} GFLOP/s"
+        return (f"time estimate ({self.label}): {self.tokens:,} tokens x {self.flops_per_token / 1e9:,.2f} GFLOP "
+                f"per token = {self.flops:.2e} FLOP, at {lo:.0%}-{hi:.0%} of {rate} "
+                f"-> {_duration(self.low_s)} to {_duration(self.high_s)}\n"
+                f"  peak: {self.throughput.source}")
+
+    def versus(self, measured_s: float) -> str:
+        """One line: the measured time, where it falls in the range, and the utilisation it implies."""
+        where = ("inside" if self.low_s <= measured_s <= self.high_s
+                 else "faster than" if measured_s < self.low_s else "slower than")
+        used = self.flops / measured_s / self.throughput.peak_flops
+        return (f"measured {_duration(measured_s)} ({measured_s:.1f} s): {where} the estimate "
+                f"{_duration(self.low_s)} to {_duration(self.high_s)}; utilisation {used:.0%} of the peak")
+
+
+def estimate_time(plan: Schedule, model: Any, method: str = "sft", *, full_finetune: bool = False,
+                  gradient_checkpointing: bool = False, quantized: bool = False,
+                  throughput: Throughput | None = None, verbose: bool = True) -> TimeEstimate:
+    """Estimate a run's time from its schedule and model (a loaded model, config or known name), as a range."""
+    throughput = throughput or device_throughput(model, quantized=quantized)
+    per_token = flops_per_token(model, method, full_finetune, gradient_checkpointing)
+    flops = plan.trained_tokens * per_token
+    lo, hi = throughput.utilisation
+    label = method.upper() + (", 4-bit" if quantized else "") + (", checkpointing" if gradient_checkpointing else "")
+    est = TimeEstimate(label=label, tokens=plan.trained_tokens, flops_per_token=per_token, flops=flops,
+                       low_s=flops / (throughput.peak_flops * hi), high_s=flops / (throughput.peak_flops * lo),
+                       throughput=throughput)
+    if verbose:
+        print(est)
+    return est

@@ -1,0 +1,36 @@
+"""The full profile's disk plan (labhelpers.disk.disk_plan) and the lab 00 check that uses it."""
+
+from __future__ import annotations
+
+import math
+
+from labhelpers.disk import disk_plan
+from labhelpers.envcheck import check_disk
+from labhelpers.gguf import GGUF_QUANT_TYPES
+from labhelpers.model_configs import arch_spec
+
+
+def test_disk_plan_adds_downloads_lab10_files_adapters_and_checkpoints():
+    plan = disk_plan()
+    by = {i.what: i.bytes for i in plan.items}
+    n8, n70 = arch_spec("llama-3.1-8b").n_params, arch_spec("llama-3.1-70b").n_params
+    assert by["llama-3.1-8b download"] == by["merged bf16 model"] == by["f16 GGUF"] == 2 * n8
+    assert by["llama-3.1-70b download"] == 2 * n70
+    assert by["Q4_K_M GGUF"] == int(GGUF_QUANT_TYPES["Q4_K_M"][1] * 2 * n8)
+    assert plan.total == sum(by.values())
+    # the project's old "200 GB covers it" does not: downloads and lab 10 alone exceed it
+    assert plan.total > 200e9
+    assert f"**{plan.total / 1e9:,.1f}**" in plan.table() and plan.table().count("\n") == len(plan.items) + 2
+
+
+def test_disk_plan_grows_with_rank_and_kept_checkpoints():
+    base = disk_plan()
+    assert disk_plan(rank=64).total > base.total
+    assert disk_plan(save_total_limit=0).total < base.total
+
+
+def test_lab00_disk_check_recommends_the_plan_total(tmp_path):
+    check = check_disk(tmp_path)
+    assert not check.required
+    assert f"disk plan: {math.ceil(disk_plan().total / 1e9)} GB" in check.detail
+    assert check_disk(tmp_path, recommended_gb=1e9).ok is False

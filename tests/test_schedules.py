@@ -1,0 +1,126 @@
+"""Schedules sized to the data (labhelpers.schedules) and time estimates computed from them (labhelpers.estimate)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from labhelpers.estimate import (
+    SPARK_BF16_FLOPS,
+    Throughput,
+    device_throughput,
+    estimate_time,
+    flops_per_token,
+)
+from labhelpers.model_configs import arch_spec
+from labhelpers.profiles import profile
+from labhelpers.schedules import Schedule, pack_rows, schedule
+
+
+@pytest.fixture
+def full(monkeypatch, embedded_dir):
+    """The full profile's schedule settings, on the embedded model (its tokenizer is offline)."""
+    monkeypatch.setenv("LABS_PROFILE", "full")
+    monkeypatch.setenv("LABS_MODEL", "embedded")
+    return profile(verbose=False)
+
+
+@pytest.fixture
+def lab(monkeypatch):
+    monkeypatch.setenv("LABS_PROFILE", "smoke")
+    monkeypatch.delenv("LABS_MODEL", raising=False)
+    return profile(verbose=False)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(embedded_dir):
+    from labhelpers.models import load_tokenizer
+
+    return load_tokenizer(str(embedded_dir))
+
+
+def test_pack_rows_is_best_fit_decreasing():
+    assert pack_rows([600, 500, 400, 300, 200], 1000) == 2  # 600+400, 500+300+200
+    assert pack_rows([100] * 30, 1000) == 3
+    assert pack_rows([1500, 10], 1024) == 2  # an over-long example is truncated and fills a row alone
+    assert pack_rows([], 1024) == 0
+    with pytest.raises(ValueError, match="max_length=0"):
+        pack_rows([1], 0)
+
+
+def test_full_profile_trains_sft_for_one_to_three_epochs_over_the_shipped_rows(full, tokenizer, capsys):
+    sched = schedule(full, "sft", tokenizer)
+    assert sched.examples == full.sft_train_rows == 1000 and sched.stated_epochs == full.sft_epochs
+    assert 1 <= sched.epochs <= 3
+    assert sched.steps == math.ceil(full.sft_epochs * sched.rows_per_epoch / (full.batch_size * full.grad_accum))
+    assert sched.rows_per_epoch * full.max_length >= sched.tokens  # packed rows hold every token
+    out = capsys.readouterr().out
+    assert f"{sched.steps} steps x {sched.per_step} per step" in out and "the profile states 2 epochs" in out
+    pref = schedule(full, "preference", tokenizer, verbose=False)
+    assert pref.rows_per_epoch == 500 and pref.steps == math.ceil(500 * full.pref_epochs / full.pref_batch_size)
+    assert 1 <= pref.epochs <= 3
+
+
+def test_full_profile_presets_take_the_computed_steps(full, tokenizer, tmp_path):
+    from labhelpers import training
+
+    steps = schedule(full, "sft", tokenizer, verbose=False).steps
+    assert training.sft_config(full, tmp_path).max_steps == steps
+    assert training.dpo_config(full, tmp_path).max_steps == schedule(full, "preference", tokenizer,
+                                                                     verbose=False).steps
+
+
+def test_smoke_profile_keeps_its_measured_steps_and_reports_the_epochs(lab, tokenizer, capsys):
+    sched = schedule(lab, "sft", tokenizer)
+    assert sched.steps == lab.sft_steps == 15 and sched.stated_epochs is None
+    assert sched.epochs == pytest.approx(15 * lab.batch_size / sched.rows_per_epoch)
+    assert "steps fixed by the smoke profile" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="kind='rlhf'"):
+        schedule(lab, "rlhf", tokenizer)
+
+
+def test_flops_per_token_counts_passes_per_method():
+    arch = arch_spec("llama-3.1-8b")
+    counts = arch.param_counts()
+    matmul = counts["linear"] + counts["lm_head"]  # untied: the embedding lookup costs no FLOPs
+    assert flops_per_token(arch) == 4 * matmul  # LoRA: forward + input gradients
+    assert flops_per_token(arch, full_finetune=True) == 6 * matmul
+    assert flops_per_token(arch, gradient_checkpointing=True) == 6 * matmul
+    assert flops_per_token(arch, "dpo") == 6 * matmul and flops_per_token(arch, "kto") == 8 * matmul
+    assert flops_per_token(arch, "simpo") == flops_per_token(arch, "orpo") == 4 * matmul
+    with pytest.raises(ValueError, match="method='ppo'"):
+        flops_per_token(arch, "ppo")
+
+
+def test_estimate_is_a_range_from_tokens_flops_and_throughput(capsys):
+    sched = Schedule(kind="sft", examples=1000, tokens=100_000, rows_per_epoch=100, per_step=4, steps=50,
+                     epochs=2.0, max_length=1024, stated_epochs=2)
+    assert sched.trained_tokens == 200_000
+    spark = Throughput(SPARK_BF16_FLOPS, (0.2, 0.5), "published")
+    est = estimate_time(sched, "llama-3.1-8b", throughput=spark)
+    flops = 200_000 * flops_per_token("llama-3.1-8b")
+    assert est.flops == flops
+    assert est.low_s == pytest.approx(flops / (125e12 * 0.5)) and est.high_s == pytest.approx(flops / (125e12 * 0.2))
+    out = capsys.readouterr().out
+    assert "200,000 tokens" in out and "20%-50% of 125 TFLOP/s" in out and "peak: published" in out
+    assert est.versus(est.low_s * 1.5).startswith("measured") and "inside the estimate" in est.versus(est.low_s * 1.5)
+    assert "slower than the estimate" in est.versus(est.high_s * 2)
+    assert "faster than the estimate" in est.versus(est.low_s / 2)
+
+
+def test_cpu_throughput_is_measured_at_the_models_shape():
+    tp = device_throughput(dict(model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, vocab_size=256), device="cpu")
+    assert tp.peak_flops > 1e6 and tp.utilisation[0] < tp.utilisation[1]
+    assert "512x64x160" in tp.source and "measured now" in tp.source
+
+
+def test_with_steps_keeps_the_data_and_recomputes_the_epochs():
+    sched = Schedule(kind="sft", examples=1000, tokens=75_000, rows_per_epoch=1000, per_step=4, steps=500,
+                     epochs=2.0, max_length=1024, stated_epochs=2, packed=False)
+    third = sched.with_steps(2 * (sched.steps // 3))  # lab 04: two runs of a third of the schedule
+    assert (third.steps, third.tokens, third.per_step) == (332, 75_000, 4)
+    assert third.epochs == pytest.approx(332 * 4 / 1000) and third.stated_epochs is None
+    assert third.trained_tokens == round(332 * 75_000 / 1000 * 4)
+    assert "rows, one example each" in str(third)
