@@ -266,7 +266,7 @@ def table_spark_times() -> str:
 
 def table_disk() -> str:
     """``labhelpers.disk_plan()``: the full profile's downloads and written files, and their total."""
-    from labhelpers.disk import disk_plan
+    from labhelpers.storage import disk_plan
 
     return disk_plan().table()
 

@@ -7,7 +7,8 @@ never exports a GGUF never imports llama.cpp.
     embedded    embedded_model_dir()                          the offline SmolLM2-135M smoke model
     models      load_model(), load_tokenizer(), generate()
     memory      memory_report(), track_memory(), plan_memory(), preflight(), plot_memory()
-    disk        disk_plan(), check_disk_space()               what the labs download and write, and the check
+    disk        check_disk_space()                            refuse to write what the disk cannot hold
+    storage     disk_plan()                                   what the full profile downloads and writes
     data        load_lab_dataset(), describe(), preference_to_kto()
     task        the checkable answer format the datasets teach (format_ok(), task_metrics())
     schedules   schedule()                                     epochs over the shipped rows -> steps (full profile)
@@ -55,7 +56,7 @@ _EXPORTS: dict[str, str] = {
     "preflight": "memory",
     "plot_memory": "memory",
     "PreflightError": "memory",
-    "disk_plan": "disk",
+    "disk_plan": "storage",
     # schedule / time estimate
     "schedule": "schedules",
     "estimate_time": "estimate",

@@ -69,13 +69,13 @@ def check_device() -> Check:
 def check_disk(path: str | Path | None = None, recommended_gb: float | None = None) -> Check:
     """Free disk where models are cached, against the full profile's disk plan (a note, not a failure).
 
-    ``recommended_gb`` defaults to ``labhelpers.disk.disk_plan().total``, the total lab 00 and
+    ``recommended_gb`` defaults to ``labhelpers.storage.disk_plan().total``, the total lab 00 and
     docs/LAB_PREP.md print, rounded up to a whole GB.
     """
     if recommended_gb is None:
         import math
 
-        from .disk import disk_plan
+        from .storage import disk_plan
 
         recommended_gb = math.ceil(disk_plan().total / 1e9)
     if path is None:

@@ -1,13 +1,13 @@
-"""The full profile's disk plan (labhelpers.disk.disk_plan) and the lab 00 check that uses it."""
+"""The full profile's disk plan (labhelpers.storage.disk_plan) and the lab 00 check that uses it."""
 
 from __future__ import annotations
 
 import math
 
-from labhelpers.disk import disk_plan
 from labhelpers.envcheck import check_disk
 from labhelpers.gguf import GGUF_QUANT_TYPES
 from labhelpers.model_configs import arch_spec
+from labhelpers.storage import disk_plan
 
 
 def test_disk_plan_adds_downloads_lab10_files_adapters_and_checkpoints():

@@ -82,7 +82,8 @@ def test_the_runner_fails_a_lab_that_prints_an_unexplained_warning(tmp_path):
     labs = tmp_path / "labs"
     labs.mkdir()
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("print('fine')"),
+    passed = "import labhelpers as lh\nlh.self_check_passed('held-out loss', 4.6, 2.5)"  # what a lab ends with
+    nb.cells = [nbformat.v4.new_code_cell(passed),
                 nbformat.v4.new_code_cell("import warnings\nwarnings.warn('pin_memory is set but no accelerator')")]
     nbformat.write(nb, labs / "98_noisy.ipynb")
     nb.cells = nb.cells[:1]
