@@ -59,7 +59,8 @@ def load_model(
     """Load a causal LM: ``"model"``/``"big_model"`` (the profile's), a local folder, or a hub id.
 
     ``for_training`` with a quantized model runs ``peft.prepare_model_for_kbit_training`` (casts
-    norms to fp32, enables input grads); ``gradient_checkpointing`` trades compute for memory.
+    norms to fp32, enables input grads) and ``keep_4bit_trainable`` (bitsandbytes' CPU inference repacking
+    off); ``gradient_checkpointing`` trades compute for memory.
     """
     from transformers import AutoModelForCausalLM
 
@@ -85,6 +86,8 @@ def load_model(
         if quant is not None:
             from peft import prepare_model_for_kbit_training
 
+            keep_4bit_trainable(model)
+
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=gradient_checkpointing
             )
@@ -93,6 +96,26 @@ def load_model(
     else:
         model.eval()
     return model
+
+
+def keep_4bit_trainable(model: Any) -> int:
+    """Keep every bitsandbytes 4-bit layer on its trainable code path; returns how many layers were set.
+
+    bitsandbytes 0.50.2, on a CPU with AVX512-BF16: the first forward of a ``Linear4bit`` in eval mode
+    without gradients (a held-out loss before training) repacks its weight, in place and for good, into a
+    layout for a fast inference kernel (``gemv_4bit``). Every later forward, in training too, takes that
+    kernel, which has no backward: the base layer's output is cut from the graph (gradients to earlier layers
+    silently wrong), and a projection with a bias (Qwen2's q/k/v) fails at ``result += bias`` with
+    "a view of a leaf Variable that requires grad is being used in an in-place operation". Turning the
+    repacking off keeps training exact; the held-out loss then runs the (slower) general 4-bit kernel.
+    GPUs never repack, so this changes nothing there.
+    """
+    layers = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            layers += 1
+    return layers
 
 
 def load_tokenizer(name_or_path: str = "model", *, padding_side: str = "right", trust_remote_code: bool = False) -> Any:
