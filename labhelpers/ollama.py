@@ -171,7 +171,7 @@ def ollama_template(tokenizer: Any, add_bos: bool = False) -> OllamaTemplate:
 
     sys_m, user_m, asst_m = ({"role": r, "content": c} for r, c in (("system", _S), ("user", _P), ("assistant", _R)))
     user2 = {"role": "user", "content": _P2}
-    eos = tokenizer.eos_token or ""
+    eos = getattr(tokenizer, "eos_token", None) or ""
     try:
         user_only = render([user_m], True)
         no_system = _without_system(render, render([user_m, asst_m], False), render([user_m, asst_m, user2], True),
