@@ -59,8 +59,7 @@ def load_model(
     """Load a causal LM: ``"model"``/``"big_model"`` (the profile's), a local folder, or a hub id.
 
     ``for_training`` with a quantized model runs ``peft.prepare_model_for_kbit_training`` (casts
-    norms to fp32, enables input grads) and ``keep_4bit_trainable`` (bitsandbytes' CPU inference repacking
-    off); ``gradient_checkpointing`` trades compute for memory.
+    norms to fp32, enables input grads); ``gradient_checkpointing`` trades compute for memory.
     """
     from transformers import AutoModelForCausalLM
 
@@ -86,36 +85,29 @@ def load_model(
         if quant is not None:
             from peft import prepare_model_for_kbit_training
 
-            keep_4bit_trainable(model)
-
-            model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=gradient_checkpointing
-            )
-        elif gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # Checkpointing is switched on below: peft 0.21.2 would call transformers' deprecated
+            # gradient_checkpointing_enable (a FutureWarning); with use_reentrant=False it needs nothing else.
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+            _keep_4bit_layout_trainable(model)
+        if gradient_checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.eval()
     return model
 
 
-def keep_4bit_trainable(model: Any) -> int:
-    """Keep every bitsandbytes 4-bit layer on its trainable code path; returns how many layers were set.
+def _keep_4bit_layout_trainable(model: Any) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights into its CPU inference layout in a model meant for training.
 
-    bitsandbytes 0.50.2, on a CPU with AVX512-BF16: the first forward of a ``Linear4bit`` in eval mode
-    without gradients (a held-out loss before training) repacks its weight, in place and for good, into a
-    layout for a fast inference kernel (``gemv_4bit``). Every later forward, in training too, takes that
-    kernel, which has no backward: the base layer's output is cut from the graph (gradients to earlier layers
-    silently wrong), and a projection with a bias (Qwen2's q/k/v) fails at ``result += bias`` with
-    "a view of a leaf Variable that requires grad is being used in an in-place operation". Turning the
-    repacking off keeps training exact; the held-out loss then runs the (slower) general 4-bit kernel.
-    GPUs never repack, so this changes nothing there.
+    bitsandbytes 0.50 on CPUs with AVX512-BF16: the first forward of a ``Linear4bit`` in eval mode without
+    gradients (the held-out loss measured before training) repacks its weights for a faster inference
+    kernel, for good. Training then runs through ``gemv_4bit``, which has no backward: torch warns "an
+    autograd kernel was not registered", the gradient to the layers below is lost, and a layer with a
+    bias fails in place. A model loaded for training keeps the layout that trains (the GPU path is untouched).
     """
-    layers = 0
     for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
+        if getattr(module, "support_avx512bf16_for_cpu", False):
             module.support_avx512bf16_for_cpu = False
-            layers += 1
-    return layers
 
 
 def load_tokenizer(name_or_path: str = "model", *, padding_side: str = "right", trust_remote_code: bool = False) -> Any:

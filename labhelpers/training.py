@@ -66,6 +66,7 @@ def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float, batch: 
         # calls it activation_checkpointing (the old name still works but warns); _merge maps the old name.
         activation_checkpointing=False,
         dataloader_num_workers=0,  # notebooks + fork workers = trouble; tokenised data is in memory anyway
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinned memory speeds host->GPU copies; no GPU, no use
         max_length=lab.max_length,
     )
 
@@ -143,7 +144,8 @@ def simpo_config(
 
     lab = _lab(lab)
     base = _preference(lab, output_dir, group_by_length)
-    base.update(loss_type="simpo", cpo_alpha=0.0, beta=SIMPO_BETA, simpo_gamma=SIMPO_GAMMA)
+    base.update(loss_type="simpo", cpo_alpha=0.0, beta=SIMPO_BETA, simpo_gamma=SIMPO_GAMMA,
+                remove_unused_columns=False)  # CPOTrainer's pair collator needs every column (else it warns)
     return CPOConfig(**_merge(base, overrides))
 
 
@@ -155,7 +157,7 @@ def orpo_config(
 
     lab = _lab(lab)
     base = _preference(lab, output_dir, group_by_length)
-    base.update(beta=0.1)
+    base.update(beta=0.1, remove_unused_columns=False)  # ORPOTrainer's collator needs all columns
     return ORPOConfig(**_merge(base, overrides))
 
 

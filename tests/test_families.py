@@ -166,7 +166,7 @@ def test_4bit_gradients_do_not_change_after_an_evaluation(family, lab):
     model = load_model(str(folder), quantization="4bit", for_training=True)
     four_bit = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
     assert len(four_bit) == model.config.num_hidden_layers * len(fam.linear_modules)
-    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in four_bit)  # keep_4bit_trainable ran
+    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in four_bit)  # load_model turned the repacking off
     peft_model = get_peft_model(model, T.lora_config(lab, r=4, lora_dropout=0.0, init_lora_weights=False))
     ids = torch.randint(3, 1000, (1, 12))
 

@@ -31,6 +31,30 @@ def test_four_bit_is_nf4_double_quant_and_smaller(embedded_dir, tiny_model):
     assert q.get_memory_footprint() < 0.6 * tiny_model.get_memory_footprint()
 
 
+def test_a_4bit_model_loaded_for_training_still_trains_after_an_eval_pass(embedded_dir):
+    """bitsandbytes repacks 4-bit weights for CPU inference on the first no-grad eval forward (AVX512-BF16
+    CPUs); afterwards gradients no longer pass through the base layers. load_model(for_training=True) prevents it."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    q = load_model(str(embedded_dir), quantization="4bit", for_training=True)
+    linear4 = [m for m in q.modules() if type(m).__name__ == "Linear4bit"]
+    assert linear4 and not any(m.support_avx512bf16_for_cpu for m in linear4)
+    model = get_peft_model(q, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    ids = torch.tensor([[1, 504, 3458, 28, 638, 359, 346, 47]])
+    model.eval()
+    with torch.no_grad():  # the held-out loss a lab measures before training
+        model(ids, labels=ids)
+    model.train()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", UserWarning)
+        model(ids, labels=ids).loss.backward()
+    assert not [w for w in seen if "autograd kernel was not registered" in str(w.message)]
+    first = next(p for n, p in model.named_parameters() if ".layers.0." in n and "lora_B" in n)
+    assert first.grad is not None and first.grad.abs().sum() > 0, "no gradient reached layer 0's adapter"
+
+
 def test_unknown_quantization_is_refused():
     with pytest.raises(ValueError, match=r"quantization='3bit'.*'4bit'"):
         bnb_config("3bit")

@@ -78,3 +78,60 @@ def test_readme_commands_are_the_ones_ci_runs():
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/run_labs.sh" in readme and "bash scripts/test.sh" in readme
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_llama_cpp_is_built_with_the_portable_flags_everywhere():
+    """setup.sh, the Dockerfile and environment.yml take llama.cpp's CPU flags from one script, never native."""
+    flags = ROOT / "scripts" / "llama_cpp_flags.sh"
+    assert flags.is_file()
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert "bash scripts/llama_cpp_flags.sh" in setup and 'CMAKE_ARGS="$LLAMA_CMAKE_ARGS"' in setup
+    assert "--no-cache-dir" in setup, "pip's cache may hold a llama-cpp-python wheel built with other flags"
+    assert "labhelpers.native --check-build" in setup
+    docker = (ROOT / "Dockerfile.ngc").read_text()
+    assert 'CMAKE_ARGS="$(bash scripts/llama_cpp_flags.sh)"' in docker and "--check-build" in docker
+    assert "scripts/llama_cpp_flags.sh" in (ROOT / "environment.yml").read_text()
+    for path in (ROOT / "scripts").glob("*.sh"):
+        code = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+        assert not any("march=native" in line for line in code), path.name
+        if path != flags:
+            assert not any("GGML_NATIVE" in line for line in code), f"{path.name}: CPU flags belong in llama_cpp_flags.sh"
+
+
+def test_the_setup_stamp_covers_the_llama_cpp_flags():
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    stamp_line = next(line for line in setup.splitlines() if line.startswith("want="))
+    assert "llama_cpp_flags.sh" in stamp_line and "LLAMA_CMAKE_ARGS" in setup.split("want=")[1].split("sha256sum")[0]
+
+
+def test_labhelpers_modules_import_one_way():
+    """No import cycle between labhelpers modules (function-level imports included): each job builds on the ones below."""
+    import ast
+
+    package = ROOT / "labhelpers"
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module} if node.module else {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("labhelpers."):
+                deps.add(node.module.split(".")[1])
+        graph[path.stem] = {d.split(".")[0] for d in deps} - {path.stem}
+    graph.pop("__init__")
+    for deps in graph.values():
+        deps.discard("__init__")
+
+    def cycle_from(start: str, node: str, seen: tuple[str, ...]) -> tuple[str, ...] | None:
+        for dep in sorted(graph.get(node, ())):
+            if dep == start:
+                return (*seen, dep)
+            if dep not in seen:
+                found = cycle_from(start, dep, (*seen, dep))
+                if found:
+                    return found
+        return None
+
+    for module in sorted(graph):
+        loop = cycle_from(module, module, (module,))
+        assert loop is None, "import cycle: " + " -> ".join(loop)
