@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from .disk import NotEnoughDiskSpace, check_disk_space
-from .gguf import GGUF_QUANT_TYPES, GGUFInfo, export_gguf, gguf_summary, quantize_gguf, read_gguf_header
+from .gguf import (
+    GGUF_QUANT_TYPES,
+    ConverterUnsupported,
+    GGUFInfo,
+    export_gguf,
+    gguf_summary,
+    quantize_gguf,
+    read_gguf_header,
+)
 from .gguf_verify import PromptCheck, VerifyResult, verify_gguf
 from .ollama import (
     OLLAMA_URL,
@@ -40,6 +48,7 @@ from .ollama import (
 )
 
 __all__ = [
+    "ConverterUnsupported",
     "GGUFInfo",
     "GGUF_QUANT_TYPES",
     "ModelfileInfo",

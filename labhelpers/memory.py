@@ -21,7 +21,8 @@ The plan is computed from the model's config alone (``labhelpers.model_configs``
   the softmax log-sum-exp (4 bytes per head); gate, up and SiLU outputs (3I elements); the inputs of the
   adapted projections (shared in fp32 training, one bf16 copy per projection under autocast, one fp32 copy
   per projection when peft casts a bf16 input to its fp32 adapter; plus dropout masks); r per adapter
-  (lora_A output). Gradient checkpointing keeps only each layer's input (h elements) and recomputes one
+  (lora_A output). Phi-3's fused ``qkv_proj`` keeps its whole output alive (v is a slice of it) and copies
+  the attention output for ``o_proj``: 2a+kv more elements. Gradient checkpointing keeps only each layer's input (h elements) and recomputes one
   layer at a time during backward. Verified against ``torch.autograd.graph.saved_tensors_hooks``.
 - logits: the loss upcasts logits to fp32; at the start of backward the saved log-softmax, its gradient
   and the logits gradient coexist: 12 bytes * vocab per token.
@@ -46,7 +47,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .model_configs import LINEAR_MODULES, ArchSpec, arch_spec
+from .model_configs import ArchSpec, arch_spec
 
 GB = 1e9
 METHODS = ("full", "lora", "qlora")
@@ -328,12 +329,14 @@ class MemoryPlan:
 
 
 def _targets(arch: ArchSpec, target_modules: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    names = arch.linear_modules  # the family's own projection names (Phi-3: qkv_proj, gate_up_proj)
     if target_modules == "all-linear":
-        return LINEAR_MODULES
+        return names
     mods = (target_modules,) if isinstance(target_modules, str) else tuple(target_modules)
-    bad = [m for m in mods if m not in LINEAR_MODULES]
+    bad = [m for m in mods if m not in names]
     if bad or not mods:
-        raise ValueError(f"target_modules={target_modules!r}: use 'all-linear' or names from {LINEAR_MODULES}.")
+        raise ValueError(f"target_modules={target_modules!r}: use 'all-linear' or names from {names} "
+                         f"({arch.family}).")
     return mods
 
 
@@ -344,10 +347,14 @@ def _layer_bytes(arch: ArchSpec, method: str, targets: tuple[str, ...], rank: in
     a, kv = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
     total = 2 * (4 * h + 4)  # two RMSNorm inputs, upcast to fp32, and 1/rms
     total += attn_b * (2 * a + 2 * kv) + 4 * arch.heads  # q, k, v, attention output; log-sum-exp
+    if arch.fused:  # Phi-3: v is a slice of qkv_proj's output, which stays whole; o_proj gets a contiguous copy
+        total += attn_b * (2 * a + kv)
     total += mlp_b * 3 * inter  # gate, up, SiLU(gate)
     # projection inputs, grouped by the tensor they read: (modules, width, dtype bytes, already saved)
-    groups = [(("q_proj", "k_proj", "v_proj"), h, res, False), (("o_proj",), a, attn_b, True),
-              (("gate_proj", "up_proj"), h, res, False), (("down_proj",), inter, mlp_b, False)]
+    qkv, gate_up = (("qkv_proj",), ("gate_up_proj",)) if arch.fused else (("q_proj", "k_proj", "v_proj"),
+                                                                          ("gate_proj", "up_proj"))
+    groups = [(qkv, h, res, False), (("o_proj",), a, attn_b, True),
+              (gate_up, h, res, False), (("down_proj",), inter, mlp_b, False)]
     if method == "full":
         total += 2 * res * h  # normalised states the RMSNorm weights need
         for mods, width, dt, saved in groups:

@@ -1,9 +1,15 @@
-"""Model architectures as numbers: read a Llama-style config from anywhere and count its parameters exactly.
+"""Model architectures as numbers: read a decoder's config from anywhere and count its parameters exactly.
 
 ``arch_spec()`` accepts a transformers config object, a ``config.json``-shaped dict, a local model
 folder, a hub id (only when it is in the local cache or the hub is reachable), or one of the
 ``KNOWN_CONFIGS`` shipped here so the memory plan of the full-size labs works offline.
 No weights are ever loaded.
+
+Families counted exactly (``FAMILIES``; ``tests/test_families.py`` checks each count against the model
+transformers builds): Llama (TinyLlama, SmolLM2; ``attention_bias``/``mlp_bias``), Mistral, Qwen2 (biased
+q/k/v), Gemma (GeGLU, its own ``head_dim``) and Phi-3 (fused ``qkv_proj`` and ``gate_up_proj``). Any other
+``model_type``, and any mixture-of-experts config, is refused with a message that says so: a count that
+silently missed extra norms or experts would make the memory plan wrong.
 
 The two Llama 3.1 entries are copied from the public ``config.json`` of
 ``meta-llama/Llama-3.1-8B-Instruct`` and ``meta-llama/Llama-3.1-70B-Instruct`` on the Hugging Face Hub
@@ -44,12 +50,22 @@ ALIASES = {
 ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 LINEAR_MODULES = ATTN_MODULES + MLP_MODULES
+# Phi-3 fuses q/k/v into one projection and gate/up into another.
+FUSED_MODULES = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+# model_type -> what its decoder layer has beyond Llama's (2 RMSNorms, GQA attention, gated MLP).
+FAMILIES: dict[str, str] = {
+    "llama": "Llama, TinyLlama, SmolLM2: biases only where attention_bias / mlp_bias say so",
+    "mistral": "Mistral: like Llama, head_dim may differ from hidden_size / heads",
+    "qwen2": "Qwen2, Qwen2.5: biases on q, k and v",
+    "gemma": "Gemma: GeGLU MLP, its own head_dim, tied embeddings",
+    "phi3": "Phi-3: fused qkv_proj and gate_up_proj",
+}
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """The numbers of a Llama-style decoder (GQA attention, SwiGLU MLP, RMSNorm) that fix its memory."""
+    """The numbers of a decoder (GQA attention, gated MLP, RMSNorm; see ``FAMILIES``) that fix its memory."""
 
     name: str
     hidden: int
@@ -63,19 +79,32 @@ class ArchSpec:
     qkv_bias: bool = False
     o_bias: bool = False
     mlp_bias: bool = False
+    family: str = "llama"
+    fused: bool = False  # Phi-3: qkv_proj and gate_up_proj
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(in_features, out_features) of each projection of one decoder layer."""
+        """(in_features, out_features) of each projection of one decoder layer, by module name."""
         q, kv, h, i = self.heads * self.head_dim, self.kv_heads * self.head_dim, self.hidden, self.intermediate
+        if self.fused:
+            return {"qkv_proj": (h, q + 2 * kv), "o_proj": (q, h), "gate_up_proj": (h, 2 * i), "down_proj": (i, h)}
         return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
                 "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    @property
+    def linear_modules(self) -> tuple[str, ...]:
+        """The projection names of one layer: what ``target_modules="all-linear"`` adapts in this family."""
+        return tuple(self.linear_shapes())
+
+    def bias_modules(self) -> tuple[str, ...]:
+        """The projections that carry a bias (Qwen2: q, k, v; Llama with attention_bias: q, k, v, o)."""
+        qkv = ("qkv_proj",) if self.fused else ("q_proj", "k_proj", "v_proj")
+        mlp = ("gate_up_proj", "down_proj") if self.fused else MLP_MODULES
+        return (qkv if self.qkv_bias else ()) + (("o_proj",) if self.o_bias else ()) + (mlp if self.mlp_bias else ())
 
     def param_counts(self) -> dict[str, int]:
         """Exact parameter counts: embeddings, decoder projections (weights), biases, norms, lm_head."""
         shapes = self.linear_shapes()
-        with_bias = [m for m, on in (("q_proj", self.qkv_bias), ("k_proj", self.qkv_bias), ("v_proj", self.qkv_bias),
-                                     ("o_proj", self.o_bias)) if on] + (list(MLP_MODULES) if self.mlp_bias else [])
-        bias = sum(shapes[m][1] for m in with_bias)
+        bias = sum(shapes[m][1] for m in self.bias_modules())
         return {
             "embeddings": self.vocab * self.hidden,
             "linear": self.layers * sum(i * o for i, o in shapes.values()),
@@ -100,11 +129,21 @@ def _from_dict(cfg: dict[str, Any], name: str) -> ArchSpec:
     missing = [k for k in _REQUIRED if cfg.get(k) is None]
     if missing:
         raise ValueError(
-            f"config of {name!r} lacks {', '.join(missing)}: plan_memory understands Llama-style decoders "
-            "(Llama, Mistral, Qwen2, SmolLM, TinyLlama...)."
+            f"config of {name!r} lacks {', '.join(missing)}: plan_memory understands the decoders in "
+            f"labhelpers.model_configs.FAMILIES ({', '.join(FAMILIES)})."
         )
-    if cfg.get("num_local_experts") or cfg.get("num_experts"):
-        raise ValueError(f"config of {name!r} is a mixture-of-experts model, which plan_memory does not model.")
+    if cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts"):
+        raise ValueError(
+            f"config of {name!r} is a mixture-of-experts model ({cfg.get('model_type')}), which plan_memory does "
+            "not model: its memory depends on the experts' layout. Plan with a dense model of the same size."
+        )
+    family = str(cfg.get("model_type") or "llama")  # a bare dict of Llama numbers counts as Llama
+    if family not in FAMILIES:
+        raise ValueError(
+            f"config of {name!r} has model_type={family!r}, which labhelpers.model_configs cannot count exactly "
+            f"(it knows {', '.join(FAMILIES)}). Use a model of one of those families, or add {family!r} to "
+            "FAMILIES in labhelpers/model_configs.py with its layer layout (tests/test_families.py checks it)."
+        )
     heads = int(cfg["num_attention_heads"])
     return ArchSpec(
         name=name,
@@ -116,10 +155,12 @@ def _from_dict(cfg: dict[str, Any], name: str) -> ArchSpec:
         intermediate=int(cfg["intermediate_size"]),
         vocab=int(cfg["vocab_size"]),
         tied=bool(cfg.get("tie_word_embeddings", False)),
-        # Llama/Mistral: attention_bias covers q/k/v/o; Qwen2 has q/k/v biases and no o bias.
-        qkv_bias=bool(cfg.get("attention_bias")) or cfg.get("model_type") == "qwen2",
-        o_bias=bool(cfg.get("attention_bias")) and cfg.get("model_type") != "qwen2",
+        # Llama/Mistral/Gemma: attention_bias covers q/k/v/o; Qwen2 always has q/k/v biases, never an o bias.
+        qkv_bias=bool(cfg.get("attention_bias")) or family == "qwen2",
+        o_bias=bool(cfg.get("attention_bias")) and family != "qwen2",
         mlp_bias=bool(cfg.get("mlp_bias", False)),
+        family=family,
+        fused=family == "phi3",
     )
 
 

@@ -131,6 +131,32 @@ def _defer(reason: str) -> OllamaTemplate:
     return OllamaTemplate(None, None, reason)
 
 
+def _trim_final_eos(full: str, two: str, eos: str) -> str:
+    """A template that ends a finished chat with EOS (Phi-3) but not a continued one: that EOS is not per turn."""
+    if eos and not two.startswith(full) and full.endswith(eos) and two.startswith(full[: -len(eos)]):
+        return full[: -len(eos)]
+    return full
+
+
+def _without_system(render: Any, full: str, two: str, user_only: str, eos: str) -> OllamaTemplate:
+    """The TEMPLATE of a chat template without a system role: user and assistant turns only, checked exactly."""
+    full = _trim_final_eos(full, two, eos)
+    if any(full.count(p) != 1 for p in (_P, _R)) or not full.index(_P) < full.index(_R):
+        return _defer("the chat template does not keep user and assistant text in order")
+    c, rest = full.split(_P)
+    x, f = rest.split(_R)
+    if user_only != c + _P + x or two != full + c + _P2 + x:
+        return _defer("its turns do not repeat one format (or it writes a default system block)")
+    if any("{{" in p or '"""' in p for p in (c, x, f)):
+        return _defer("its text contains '{{' or '\"\"\"', which a Modelfile TEMPLATE cannot hold verbatim")
+    template = f"{{{{ if .Prompt }}}}{c}{{{{ .Prompt }}}}{x}{{{{ end }}}}{{{{ .Response }}}}{f}"
+    for chat in _CHECK_CHATS:
+        if chat[0]["role"] != "system" and render_ollama_prompt(template, chat) != render(chat, True):
+            return _defer(f"the derived TEMPLATE does not reproduce the {'/'.join(m['role'] for m in chat)} chat")
+    return OllamaTemplate(template, None, "derived from the tokenizer's chat template; reproduces it exactly for "
+                          "user and multi-turn chats (the template has no system role, so neither has the TEMPLATE)")
+
+
 def ollama_template(tokenizer: Any, add_bos: bool = False) -> OllamaTemplate:
     """Derive an Ollama TEMPLATE (+ default SYSTEM) from the tokenizer's chat template, checked exactly.
 
@@ -144,13 +170,21 @@ def ollama_template(tokenizer: Any, add_bos: bool = False) -> OllamaTemplate:
         return text[len(bos):] if bos and text.startswith(bos) else text
 
     sys_m, user_m, asst_m = ({"role": r, "content": c} for r, c in (("system", _S), ("user", _P), ("assistant", _R)))
+    user2 = {"role": "user", "content": _P2}
+    eos = getattr(tokenizer, "eos_token", None) or ""
+    try:
+        user_only = render([user_m], True)
+        no_system = _without_system(render, render([user_m, asst_m], False), render([user_m, asst_m, user2], True),
+                                    user_only, eos)
+    except Exception as err:  # a template that needs extra variables
+        return _defer(f"the chat template cannot render a user+assistant chat ({err})")
     try:
         full = render([sys_m, user_m, asst_m], False)
         gen1 = render([sys_m, user_m], True)
-        two = render([sys_m, user_m, asst_m, {"role": "user", "content": _P2}], True)
-        user_only = render([user_m], True)
-    except Exception as err:  # a template that refuses system messages, or needs extra variables
-        return _defer(f"the chat template cannot render a system+user+assistant chat ({err})")
+        two = render([sys_m, user_m, asst_m, user2], True)
+    except Exception:  # the template refuses a system message (Gemma, Mistral): derive the chat turns alone
+        return no_system
+    full = _trim_final_eos(full, two, eos)
     if any(full.count(p) != 1 for p in (_S, _P, _R)) or not full.index(_S) < full.index(_P) < full.index(_R):
         return _defer("the chat template does not keep system, user and assistant text in order")
     a, rest = full.split(_S)

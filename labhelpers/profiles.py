@@ -13,6 +13,7 @@ With the embedded model the smoke profile sets ``HF_HUB_OFFLINE=1``: it never to
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -233,8 +234,10 @@ def resolve_model(name: str, variable: str = MODEL_VAR, materialise: bool = True
     - ``"embedded"`` -> the materialised SmolLM2 folder;
     - an existing local folder -> its absolute path;
     - a path that does not exist -> ``ProfileError`` naming ``variable``;
-    - a hub id (``org/name``) -> unchanged, unless the hub is offline and the model is not in the
-      local cache, which is a ``ProfileError`` too.
+    - a hub id (``org/name``) -> unchanged, unless it cannot be loaded: not in the local cache while
+      ``HF_HUB_OFFLINE=1`` or while the hub does not answer (checked within seconds, once per process),
+      a ``ProfileError`` naming ``variable`` and the offline cache. Cached but the hub unreachable: the
+      process goes offline and the cached copy is used.
     """
     if name == EMBEDDED_NAME:
         return str(embedded_model_dir()) if materialise else name
@@ -248,14 +251,71 @@ def resolve_model(name: str, variable: str = MODEL_VAR, materialise: bool = True
             f"{variable}={name!r}: no such folder. Give an existing local model folder or a hub id such as "
             f"{TINYLLAMA!r}, or unset {variable} to use the profile's default."
         )
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(name, "config.json")
-        if not isinstance(cached, str):
+    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    if _offline():
+        if not cached:
             raise ProfileError(
                 f"{variable}={name!r} is a hub id but HF_HUB_OFFLINE=1 and it is not in the local cache. "
                 f"Download it once where the hub is reachable (`hf download {name}`), "
                 f"unset HF_HUB_OFFLINE, or unset {variable} to use the embedded model."
             )
-    return name
+        return name
+    reachable, why = hub_reachable()
+    if reachable:
+        return name
+    if cached:  # use the cached copy without the library's long retries against an unreachable hub
+        _go_offline()
+        print(f"{variable}={name!r}: the hub is unreachable ({why}); using the copy in the local cache, offline.")
+        return name
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    raise ProfileError(
+        f"{variable}={name!r} is a hub id, but the Hugging Face hub cannot be reached from here ({why}) and the "
+        f"model is not in the offline cache ({HF_HUB_CACHE}). Download it where the hub is reachable "
+        f"(`hf download {name}`) and copy that cache folder here (or set HF_HOME to it), point {variable} at a "
+        f"local model folder, or unset {variable} to use the embedded model."
+    )
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _go_offline() -> None:
+    """HF_HUB_OFFLINE=1 for this process, also in huggingface_hub, which read the variable at import."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = True
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 4.0) -> tuple[bool, str]:
+    """Whether the hub answers (any HTTP status) within ``timeout`` seconds, and why not; asked once per process.
+
+    Runs in a thread so that a resolver that hangs cannot hold the caller longer than ``timeout``.
+    """
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub.constants import ENDPOINT
+
+    answer: list[tuple[bool, str]] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(ENDPOINT, method="HEAD"), timeout=timeout).close()
+            answer.append((True, ""))
+        except urllib.error.HTTPError:  # the hub answered, if only with an error status
+            answer.append((True, ""))
+        except (OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            answer.append((False, f"{ENDPOINT}: {reason}"))
+
+    thread = threading.Thread(target=probe, name="hub_reachable", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answer[0] if answer else (False, f"{ENDPOINT}: no answer within {timeout:.0f} s")

