@@ -443,3 +443,20 @@ def test_make_tables_snapshot_keeps_only_measured_fields(tmp_path, monkeypatch):
     bad.write_text("{}")
     with pytest.raises(SystemExit, match="not a labhelpers.runner summary"):
         make_tables.snapshot(bad)
+
+
+def test_troubleshooting_quotes_the_hub_and_converter_errors(monkeypatch):
+    from labhelpers import profiles
+
+    doc = (DOCS / "TROUBLESHOOTING.md").read_text()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("LABS_PROFILE", "full")
+    monkeypatch.setenv("LABS_MODEL", "TinyLlama/TinyLlama-1.1B-Chat-v1.0")
+    monkeypatch.setattr(profiles, "hub_reachable", lambda: (False, "no route to host"))
+    message = _raised(lambda: profiles.profile(verbose=False))
+    quoted = message.split(" (no route to host)")[0]
+    assert quoted.endswith("cannot be reached from here") and quoted in doc, message
+    from labhelpers.gguf import _converter_refusal
+
+    refusal = _converter_refusal("BPE pre-tokenizer was not recognized", Path("/models/merged"))
+    assert " ".join(refusal.split(" tokenizer in ")[0].split()) in " ".join(doc.split()), refusal
