@@ -9,8 +9,9 @@ outputs). For each lab the browser runs Run > Run All Cells, waits until no cell
 the notebook and checks:
   * in the saved notebook, with the runner's own checks: no error output, no stderr line that
     labhelpers/quiet.py does not explain, the lab's "Self-check passed" line;
-  * on the page: training labs show their progress bar as a widget (not "Loading widget..." or
-    text) and the live loss plot as an image in the same cell; the self-check line is visible.
+  * on the page: tqdm's progress bars render as widgets (not "Loading widget..." or text); the
+    training cell (the one with the trainer's progress bar) shows the live loss plot as an image;
+    the self-check line is visible.
 Screenshots (the lab's top, its training cell, its self-check cell) and browser_check.json go to
 outputs/<profile>/screenshots/. The server is stopped by its own process id whatever happened.
 """
@@ -278,9 +279,13 @@ def check_lab(page, server: JupyterLabServer, name: str, trains: bool, shots: Pa
     page.screenshot(path=shots / f"{name}-top.png")
     result.screenshots.append(f"{name}-top.png")
     if trains:
-        training = notebook.locator(".jp-CodeCell", has=page.locator(".widget-hprogress"))
+        # tqdm.auto's bars (model loading, dataset preparation) must render as ipywidgets; the trainer's own
+        # bar is transformers' notebook HTML <progress>, which marks the training cell, where the live plot is.
+        if notebook.locator(".widget-hprogress").count() == 0:
+            result.problems.append("no progress bar rendered as a widget (.widget-hprogress)")
+        training = notebook.locator(".jp-CodeCell", has=page.locator(".jp-OutputArea-output progress"))
         if training.count() == 0:
-            result.problems.append("no cell shows a progress bar widget (.widget-hprogress)")
+            result.problems.append("no cell shows the trainer's progress bar (transformers' <progress>)")
         else:
             cell = training.last
             if cell.locator(".jp-OutputArea-output img").count() == 0:
