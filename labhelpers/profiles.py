@@ -24,6 +24,7 @@ from .embedded import EMBEDDED_NAME, embedded_model_dir
 PROFILE_VAR = "LABS_PROFILE"
 MODEL_VAR = "LABS_MODEL"
 OUTPUT_VAR = "LABS_OUTPUT_DIR"
+SEED_VAR = "LABS_SEED"  # training seed (LoRA init, data order); benches and self-check sweeps set 0, 1, 2
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
 LLAMA_70B = "meta-llama/Llama-3.1-70B-Instruct"
@@ -61,6 +62,7 @@ class Profile:
     eval_max_new_tokens: int
     sft_epochs: float | None = None
     pref_epochs: float | None = None
+    seed: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -101,7 +103,8 @@ class Profile:
             f"QLoRA   : {self.big_model}",
             f"device  : {dev}",
             f"steps   : {self._steps_line()}",
-            f"lr      : SFT {self.learning_rate:g}, preference {self.pref_learning_rate:g} ({self.lr_scheduler})",
+            f"lr      : SFT {self.learning_rate:g}, preference {self.pref_learning_rate:g} ({self.lr_scheduler}); "
+            f"seed {self.seed}",
             f"data    : SFT {self.sft_train_rows}, preference {self.pref_train_rows}, KTO "
             f"{self.kto_train_rows} train rows; {self.eval_rows} held-out rows",
             f"outputs : {self.output_dir}",
@@ -204,7 +207,11 @@ def profile(verbose: bool = True) -> Profile:
     else:
         model, big = (override, override) if override else (LLAMA_8B, LLAMA_70B)
         settings = _FULL
-    prof = Profile(name=name, model=model, big_model=big, model_overridden=bool(override), **settings)
+    seed_text = os.environ.get(SEED_VAR, "0").strip() or "0"
+    if not seed_text.isdigit():
+        raise ProfileError(f"{SEED_VAR}={seed_text!r} is not a seed: use a whole number such as 0, 1 or 2.")
+    prof = Profile(name=name, model=model, big_model=big, model_overridden=bool(override), seed=int(seed_text),
+                   **settings)
     if model == EMBEDDED_NAME:
         # Smoke mode with the embedded model: nothing may reach a model hub.
         os.environ["HF_HUB_OFFLINE"] = "1"

@@ -71,8 +71,8 @@ def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float, batch: 
         save_strategy="steps",  # an interrupted run resumes from the last checkpoint (train(resume=True))
         save_steps=save_every,
         save_total_limit=2,
-        seed=42,
-        data_seed=42,
+        seed=lab.seed,  # LABS_SEED: LoRA initialisation and data order
+        data_seed=lab.seed,
         report_to="none",
         bf16=torch.cuda.is_available(),  # bf16 on the Spark's GPU; fp32 on CPU (CPU bf16 is slow and lossy)
         # TRL defaults gradient checkpointing to True; on only when memory needs it (QLoRA 70B). transformers 5

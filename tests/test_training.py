@@ -60,7 +60,7 @@ def test_sft_preset_follows_the_smoke_profile(lab, tmp_path):
     assert str(getattr(cfg.lr_scheduler_type, "value", cfg.lr_scheduler_type)) == lab.lr_scheduler
     assert cfg.packing and cfg.packing_strategy == "bfd" and cfg.padding_free
     assert cfg.max_grad_norm == 1.0 and cfg.warmup_steps == 0.1
-    assert cfg.save_strategy == "steps" and cfg.save_total_limit == 2 and cfg.seed == 42
+    assert cfg.save_strategy == "steps" and cfg.save_total_limit == 2 and cfg.seed == 0
     assert cfg.bf16 is torch.cuda.is_available() and cfg.gradient_checkpointing is False
     assert cfg.logging_steps == 1 and cfg.save_steps % cfg.logging_steps == 0
     assert cfg.report_to in ([], "none", ["none"]) and cfg.dataloader_num_workers == 0
