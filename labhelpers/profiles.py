@@ -47,7 +47,8 @@ class Profile:
     sft_train_rows: int
     pref_train_rows: int
     kto_train_rows: int
-    eval_rows: int
+    eval_rows: int  # held-out SFT rows (answered by generation: the slow part)
+    pref_eval_rows: int  # held-out preference pairs (scored, not generated: cheap per pair)
     # training schedule: fixed steps (smoke), or epochs from which labhelpers.schedules computes the steps (full)
     sft_steps: int | None
     pref_steps: int | None
@@ -106,7 +107,7 @@ class Profile:
             f"lr      : SFT {self.learning_rate:g}, preference {self.pref_learning_rate:g} ({self.lr_scheduler}); "
             f"seed {self.seed}",
             f"data    : SFT {self.sft_train_rows}, preference {self.pref_train_rows}, KTO "
-            f"{self.kto_train_rows} train rows; {self.eval_rows} held-out rows",
+            f"{self.kto_train_rows} train rows; held-out: {self.eval_rows} SFT rows, {self.pref_eval_rows} pairs",
             f"outputs : {self.output_dir}",
         ]
         return "\n".join(lines)
@@ -135,10 +136,11 @@ _SMOKE = dict(
     pref_train_rows=128,
     kto_train_rows=192,
     eval_rows=16,
+    pref_eval_rows=64,  # bench/preference_effect.py: enough pairs for the per-pair self-checks on seeds 0-2
     sft_steps=15,
     pref_steps=8,
     batch_size=4,
-    pref_batch_size=2,
+    pref_batch_size=4,
     grad_accum=1,
     max_length=128,
     learning_rate=1e-3,
@@ -165,6 +167,7 @@ _FULL = dict(
     pref_train_rows=500,
     kto_train_rows=1000,
     eval_rows=100,
+    pref_eval_rows=120,  # every held-out pair
     sft_steps=None,
     pref_steps=None,
     sft_epochs=2,

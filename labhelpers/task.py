@@ -114,3 +114,29 @@ def expected_labs(rows: Iterable[Mapping[str, Any]]) -> list[int]:
                              f"{reference_answer(row)!r}")
         labs.append(lab)
     return labs
+
+
+REJECTED_KINDS: dict[str, str] = {
+    "broken_format": "broken format",
+    "wrong_lab": "wrong lab",
+    "wrong_fact": "wrong fact or unsafe advice",
+}
+
+
+def rejected_kind(row: Mapping[str, Any], index: int = 0) -> str:
+    """What is wrong with a preference pair's rejected answer, read from the pair itself.
+
+    ``broken_format`` when the rejected text fails ``format_ok``; ``wrong_lab`` when it repeats the chosen
+    answer but cites another lab; otherwise ``wrong_fact`` (a wrong or unsafe answer in the right shape,
+    which only knowledge of the topic can tell apart from the chosen one).
+    """
+    for field in ("chosen", "rejected"):
+        if field not in row:
+            raise ValueError(f"row {index}: a preference pair needs 'chosen' and 'rejected'; missing {field!r}.")
+    chosen = reference_answer({"chosen": row["chosen"]})
+    rejected = reference_answer({"chosen": row["rejected"]})
+    if not format_ok(rejected):
+        return "broken_format"
+    if answer_text(rejected) == answer_text(chosen) and cited_lab(rejected) != cited_lab(chosen):
+        return "wrong_lab"
+    return "wrong_fact"

@@ -1,0 +1,118 @@
+"""Do the preference labs' smoke runs show their method working? Held-out effect per method and seed.
+
+Run by hand (not part of the tests), on the embedded model; about 15 minutes on 2 idle CPU cores with the
+defaults (4 methods x 3 seeds, each trained as its lab trains it on the smoke profile):
+
+    python bench/preference_effect.py
+    python bench/preference_effect.py --methods dpo orpo --seeds 0 --steps 12 --json outputs/bench/pref.json
+
+For every method and seed (``LABS_SEED``, the trainers' seed): train a LoRA adapter with the lab's preset
+(``labhelpers.training.<method>_config`` on the current profile, with the overrides given here), then score
+the held-out pairs with ``labhelpers.preference`` exactly as labs 06-09 do, and print
+
+- the share of held-out pairs whose margin grew (the margin the method optimises: summed for DPO and KTO,
+  per token for SimPO and ORPO), which the labs' self-checks require above ``--bound``;
+- accuracy before -> after, overall and per kind of rejected answer (broken format, wrong lab, wrong fact);
+- training and scoring seconds.
+
+The last line says whether every method held the self-check bounds on every seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+METHODS = ("dpo", "simpo", "orpo", "kto")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="default: the profile's")
+    parser.add_argument("--batch", type=int, default=None, help="pairs (KTO: rows) per step; default: the profile's")
+    parser.add_argument("--lr", type=float, default=None, help="default: the profile's")
+    parser.add_argument("--eval-rows", type=int, default=None, help="held-out pairs; default: the profile's")
+    parser.add_argument("--bound", type=float, default=0.5, help="the self-checks' bound on pairs improved")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+
+    from trl import DPOTrainer, KTOTrainer
+    from trl.experimental.cpo import CPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
+
+    import labhelpers as lh
+    from labhelpers import evaluation, preference, training
+
+    base_lab = lh.profile(verbose=False)
+    changes = {k: v for k, v in (("pref_steps", args.steps), ("pref_batch_size", args.batch),
+                                 ("pref_learning_rate", args.lr), ("pref_eval_rows", args.eval_rows)) if v is not None}
+    base_lab = lh.with_overrides(base_lab, **changes)
+    tokenizer = lh.load_tokenizer()
+    heldout = lh.load_lab_dataset("preference", split="heldout", limit=base_lab.pref_eval_rows)
+    pairs_train = lh.load_lab_dataset("preference", split="train", limit=base_lab.pref_train_rows)
+    kto_train = lh.load_lab_dataset("kto", split="train", limit=base_lab.kto_train_rows)
+    trainers = {"dpo": (DPOTrainer, training.dpo_config, pairs_train, "summed"),
+                "simpo": (CPOTrainer, training.simpo_config, pairs_train, "per_token"),
+                "orpo": (ORPOTrainer, training.orpo_config, pairs_train, "per_token"),
+                "kto": (KTOTrainer, training.kto_config, kto_train, "summed")}
+    print(f"profile {base_lab.name}: {base_lab.pref_steps} steps x {base_lab.pref_batch_size}, "
+          f"lr {base_lab.pref_learning_rate:g}, {len(heldout)} held-out pairs")
+
+    t0 = time.perf_counter()
+    model = lh.load_model()
+    before = preference.HeldoutScores(
+        evaluation.preference_pairs(model, tokenizer, heldout, batch_size=16, max_length=base_lab.max_length), [], {})
+    score_s = time.perf_counter() - t0
+    del model
+    work = Path(tempfile.mkdtemp(prefix="pref_effect_"))
+    runs = []
+    try:
+        for method in args.methods:
+            trainer_cls, make_config, rows, measure = trainers[method]
+            for seed in args.seeds:
+                lab = lh.with_overrides(base_lab, seed=seed)
+                model = lh.load_model()
+                config = make_config(lab, work / f"{method}{seed}", save_strategy="no")
+                trainer = trainer_cls(model=model, args=config, train_dataset=rows, processing_class=tokenizer,
+                                      peft_config=training.lora_config(lab))
+                t1 = time.perf_counter()
+                trainer.train()
+                train_s = time.perf_counter() - t1
+                t2 = time.perf_counter()
+                after = preference.HeldoutScores(evaluation.preference_pairs(
+                    trainer.model, tokenizer, heldout, batch_size=16, max_length=lab.max_length), [], {})
+                cmp = preference.compare(method, before, after, heldout, measure=measure)
+                run = {"method": method, "seed": seed, "measure": measure, "train_s": round(train_s, 1),
+                       "score_s": round(time.perf_counter() - t2, 1), "improved": cmp.improved,
+                       "accuracy": [cmp.accuracy("before"), cmp.accuracy("after")],
+                       "by_kind": {k: [cmp.accuracy("before", k), cmp.accuracy("after", k),
+                                       sum(g for g, kk in zip(cmp.grew(), cmp.kinds, strict=True) if kk == k)
+                                       / max(1, cmp.kinds.count(k))]
+                                   for k in sorted(set(cmp.kinds))}}
+                runs.append(run)
+                kinds = "  ".join(f"{k}: {v[0]:.2f}->{v[1]:.2f} ({v[2]:.2f} up)" for k, v in run["by_kind"].items())
+                print(f"{method:5} seed {seed}: improved {run['improved']:.3f}  accuracy {run['accuracy'][0]:.3f}->"
+                      f"{run['accuracy'][1]:.3f}  | {kinds} | train {train_s:.0f} s, score {run['score_s']:.0f} s",
+                      flush=True)
+                del trainer, model
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    held = all(r["improved"] > args.bound and r["by_kind"]["broken_format"][1] > r["by_kind"]["broken_format"][0]
+               for r in runs)
+    print(f"before-scoring took {score_s:.0f} s (model load included). Self-check bounds (pairs improved > "
+          f"{args.bound}, broken-format accuracy rises) hold on every run: {held}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"profile": base_lab.name, "settings": changes, "cpu_count": os.cpu_count(),
+                                         "runs": runs, "held": held}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
