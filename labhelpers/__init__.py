@@ -6,7 +6,10 @@ never exports a GGUF never imports llama.cpp.
     profiles    profile(), Profile, resolve_model()          smoke vs full, LABS_PROFILE / LABS_MODEL
     embedded    embedded_model_dir()                          the offline SmolLM2-135M smoke model
     models      load_model(), load_tokenizer(), generate()
-    memory      memory_report(), track_memory(), plan_memory(), preflight(), plot_memory()
+    memory      memory_report(), track_memory()                 memory measured
+    planning    plan_memory(), plot_memory()                    memory predicted, per rank too (world_size)
+    capacity    preflight(), sparks_needed()                    refuse what cannot fit; how many Sparks a run needs
+    distributed write_accelerate_config(), launch_command()     `python -m labhelpers.distributed`: one recipe, N processes
     disk        check_disk_space()                            refuse to write what the disk cannot hold
     storage     disk_plan()                                   what the full profile downloads and writes
     data        load_lab_dataset(), describe(), preference_to_kto()
@@ -52,10 +55,11 @@ _EXPORTS: dict[str, str] = {
     # memory
     "memory_report": "memory",
     "track_memory": "memory",
-    "plan_memory": "memory",
-    "preflight": "memory",
-    "plot_memory": "memory",
-    "PreflightError": "memory",
+    "plan_memory": "planning",
+    "plot_memory": "planning",
+    "preflight": "capacity",
+    "sparks_needed": "capacity",
+    "PreflightError": "capacity",
     "disk_plan": "storage",
     # schedule / time estimate
     "schedule": "schedules",

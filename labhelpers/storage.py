@@ -50,8 +50,8 @@ def disk_plan(model: str = "llama-3.1-8b", big_model: str = "llama-3.1-70b", ran
     states (12 bytes per parameter). Not counted: the container image (``docker image ls`` shows it).
     """
     from .gguf import GGUF_QUANT_TYPES
-    from .memory import plan_memory
     from .model_configs import arch_spec
+    from .planning import plan_memory
 
     small, big = arch_spec(model), arch_spec(big_model)
     lora_small = plan_memory(small, method="lora", rank=rank).trainable_params

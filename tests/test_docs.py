@@ -38,7 +38,7 @@ BUILD_ONLY = {"training"}
 NEEDS = re.compile(r"^#\s*needs:\s*(\S+)")
 LABS = [
     "00_environment_check", "01_lora_from_scratch", "02_dataset_preparation", "03_lora_sft", "04_neftune",
-    "05_qlora_70b", "06_dpo", "07_simpo", "08_orpo", "09_kto", "10_deploy_to_ollama",
+    "05_qlora_70b", "06_dpo", "07_simpo", "08_orpo", "09_kto", "10_deploy_to_ollama", "11_two_sparks",
 ]  # fmt: skip
 
 
@@ -218,7 +218,7 @@ def test_code_blocks_use_current_apis_and_no_sudo_in_python():
 
 def test_drop_caches_is_shown_only_as_a_host_terminal_command():
     command = "sudo sh -c 'sync; echo 3 > /proc/sys/vm/drop_caches'"
-    from labhelpers.memory import DROP_CACHES
+    from labhelpers.capacity import DROP_CACHES
 
     assert DROP_CACHES == command
     shown = [b for p in DOC_FILES for b in blocks(p) if "drop_caches" in b.code]
@@ -296,9 +296,10 @@ def _raised(fn) -> str:
 def test_troubleshooting_quotes_the_messages_the_code_raises(monkeypatch, tmp_path):
     from labhelpers import profiles
     from labhelpers.callbacks import NAN_ADVICE
-    from labhelpers.memory import plan_memory, preflight
+    from labhelpers.capacity import preflight
     from labhelpers.native import NativeCrash
     from labhelpers.ollama import _unavailable
+    from labhelpers.planning import plan_memory
 
     doc = (DOCS / "TROUBLESHOOTING.md").read_text()
     monkeypatch.delenv("LABS_MODEL", raising=False)

@@ -25,10 +25,10 @@ from labhelpers.export import (
     read_gguf_header,
     write_modelfile,
 )
-from labhelpers.memory import plan_memory
 from labhelpers.model_configs import arch_spec
 from labhelpers.models import load_model, load_tokenizer
 from labhelpers.ollama import _CHECK_CHATS, ollama_template, render_ollama_prompt
+from labhelpers.planning import plan_memory
 from labhelpers.profiles import profile
 
 STEPS = dict(max_steps=2, per_device_train_batch_size=2, save_strategy="no", logging_steps=1, max_length=64)
@@ -62,27 +62,6 @@ def preference_rows(n: int) -> Dataset:
                                "rejected": [{"role": "assistant", "content": f"Maybe {i}."}]} for i in range(n)])
 
 
-def saved_bytes_per_token(model, layer, ids: torch.Tensor, head_dim: int) -> float:
-    """Bytes autograd saves inside ``layer`` during one training forward, per token (parameters excluded)."""
-    params = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
-    kept, seen, inside = [], set(), [False]
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if inside[0] and ptr not in params and ptr not in seen and t.dim() > 0:
-            seen.add(ptr)
-            kept.append(t)
-        return None
-
-    pre = layer.register_forward_pre_hook(lambda *a: inside.__setitem__(0, True))
-    post = layer.register_forward_hook(lambda *a: inside.__setitem__(0, False))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):
-        model(input_ids=ids, labels=ids)
-    pre.remove(), post.remove()
-    rotary = 2 * ids.shape[1] * head_dim * 4  # cos and sin, computed once and shared by every layer
-    return (sum(t.untyped_storage().nbytes() for t in kept) - rotary) / ids.numel()
-
-
 # ------------------------------------------------------------------------------------------ load, count, plan
 def test_loads_and_the_plan_counts_every_parameter(family):
     fam, folder = family
@@ -106,7 +85,7 @@ def test_lora_targets_and_trainable_count_match_peft(family, lab):
     assert plan.trainable_params == peft_model.get_nb_trainable_parameters()[0]
 
 
-def test_plan_activations_count_the_tensors_autograd_saves(family, lab):
+def test_plan_activations_count_the_tensors_autograd_saves(family, lab, saved_bytes_per_token):
     from peft import get_peft_model
 
     fam, folder = family

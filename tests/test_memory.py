@@ -1,4 +1,4 @@
-"""Memory report, tracking, plan, preflight and plot (no model weights are loaded; all fast)."""
+"""Memory report, tracking, plan (one process and per rank), preflight, Sparks needed and plot (no weights; fast)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,10 @@ import json
 import pytest
 import torch
 
-from labhelpers.memory import (
-    DROP_CACHES,
-    NF4_BYTES,
-    MemoryPlan,
-    PreflightError,
-    memory_report,
-    plan_memory,
-    plot_memory,
-    preflight,
-    track_memory,
-)
+from labhelpers.capacity import DROP_CACHES, PreflightError, preflight, sparks_needed
+from labhelpers.memory import memory_report, track_memory
 from labhelpers.model_configs import KNOWN_CONFIGS, arch_spec
+from labhelpers.planning import NF4_BYTES, MemoryPlan, plan_memory, plot_memory
 
 SPARK = 128e9
 TINY = dict(model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=2,
@@ -38,29 +30,6 @@ def _tiny_lora_model(method: str = "lora", rank: int = 4, targets="all-linear"):
     return get_peft_model(model, lora), model
 
 
-def _saved_bytes_per_token(model, inner, tokens: torch.Tensor) -> float:
-    """Bytes autograd saves inside decoder layer 1 during a forward, per token (parameters excluded)."""
-    params = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
-    kept, seen, inside = [], set(), [False]
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if inside[0] and ptr not in params and ptr not in seen and t.dim() > 0:
-            seen.add(ptr)
-            kept.append(t)
-        return None
-
-    layer = inner.model.layers[1]
-    pre = layer.register_forward_pre_hook(lambda *a: inside.__setitem__(0, True))
-    post = layer.register_forward_hook(lambda *a: inside.__setitem__(0, False))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):
-        model(input_ids=tokens, labels=tokens)
-    pre.remove(), post.remove()
-    nbytes = sum(t.untyped_storage().nbytes() for t in kept)
-    cos_sin = 2 * tokens.shape[1] * (TINY["hidden_size"] // TINY["num_attention_heads"]) * 4  # shared by all layers
-    return (nbytes - cos_sin) / tokens.numel()
-
-
 # ------------------------------------------------------------------------------------------ parameters
 def test_known_llama_configs_count_published_parameters():
     assert arch_spec("llama-3.1-8b").n_params == pytest.approx(8.03e9, rel=0.01)
@@ -75,9 +44,10 @@ def test_parameter_count_equals_transformers_model_exactly(embedded_dir):
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
         assert arch_spec(config).n_params == model.num_parameters()
-    # the same count on a meta-device LlamaForCausalLM built from KNOWN_CONFIGS (slow, so written down)
-    assert arch_spec(LlamaConfig(**KNOWN_CONFIGS["llama-3.1-8b"])).n_params == 8_030_261_248
-    assert arch_spec("llama-3.1-70b").n_params == 70_553_706_496
+    for name in ("llama-3.1-8b", "llama-3.1-70b"):  # the published configs, on the meta device (no memory)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(LlamaConfig(**KNOWN_CONFIGS[name]))
+        assert arch_spec(name).n_params == model.num_parameters(), name
 
 
 def test_config_sources_agree(embedded_dir):
@@ -139,7 +109,7 @@ def test_optimizer_and_method_change_the_right_components():
 @pytest.mark.parametrize("method, dtype, targets", [("lora", "fp32", "all-linear"), ("full", "fp32", "all-linear"),
                                                      ("lora", "fp32", ["q_proj", "v_proj"]),
                                                      ("lora", "bf16", "all-linear")])
-def test_activation_estimate_counts_the_tensors_autograd_saves(method, dtype, targets):
+def test_activation_estimate_counts_the_tensors_autograd_saves(method, dtype, targets, saved_bytes_per_token):
     model, inner = _tiny_lora_model(method, rank=4, targets=targets)
     if dtype == "bf16":
         model.to(torch.bfloat16)
@@ -148,7 +118,8 @@ def test_activation_estimate_counts_the_tensors_autograd_saves(method, dtype, ta
                 p.data = p.data.float()
     model.train()
     tokens = torch.randint(0, TINY["vocab_size"], (2, 16))
-    measured = _saved_bytes_per_token(model, inner, tokens)
+    head_dim = TINY["hidden_size"] // TINY["num_attention_heads"]
+    measured = saved_bytes_per_token(model, inner.model.layers[1], tokens, head_dim)
     plan = plan_memory(TINY, method=method, rank=4, dtype=dtype, target_modules=targets, autocast=False,
                        device="cpu")
     assert measured == pytest.approx(plan.details["activation_bytes_per_token_per_layer"], rel=0.02)
@@ -201,11 +172,101 @@ def test_preflight_passes_when_it_fits():
     assert result["ok"] and result["needed"] == plan.total and "OK" in result["message"]
 
 
-def test_preflight_reads_free_memory_by_default():
+def test_preflight_without_available_plans_against_this_machines_free_memory(monkeypatch):
     plan = plan_memory(TINY, dtype="fp32", device="cpu")
-    assert preflight(plan, verbose=False)["available"] > 0
+    _fake_machine(monkeypatch, cuda=False, available=10 * plan.total)  # MemAvailable of a CPU machine
+    result = preflight(plan, verbose=False)
+    assert result["ok"] and result["available"] == 10 * plan.total and "MemAvailable (system RAM)" in result["message"]
+    _fake_machine(monkeypatch, cuda=False, available=plan.total)  # 90 % of it is too little
+    with pytest.raises(PreflightError, match=r"is MemAvailable \(system RAM\)"):
+        preflight(plan, verbose=False)
     with pytest.raises(ValueError, match="headroom=1.5"):
         preflight(plan, headroom=1.5)
+
+
+# ------------------------------------------------------------------------------------------ per rank
+def _tiny_counts(r: int) -> dict[str, int]:
+    """TINY's parameters by hand: Llama layer = q, k, v, o + gate, up, down; 2 RMSNorms per layer + a final one."""
+    h, inter, layers, vocab = TINY["hidden_size"], TINY["intermediate_size"], TINY["num_hidden_layers"], TINY["vocab_size"]
+    kv = TINY["num_key_value_heads"] * h // TINY["num_attention_heads"]
+    linear = h * h + 2 * h * kv + h * h + 3 * h * inter  # per layer
+    lora = r * ((h + h) + 2 * (h + kv) + (h + h) + 2 * (h + inter) + (inter + h))  # r x (in + out), per layer
+    return dict(linear=linear, lora=lora, norms_per_layer=2 * h, layers=layers,
+                root=2 * vocab * h + h, total=2 * vocab * h + layers * (linear + 2 * h) + h)
+
+
+def test_full_shard_splits_weights_adapters_gradients_and_optimizer_and_gathers_the_largest_layer():
+    c, n, r = _tiny_counts(4), 2, 4
+    one = plan_memory(TINY, rank=r, dtype="bf16", device="cpu")
+    two = plan_memory(TINY, rank=r, dtype="bf16", device="cpu", world_size=n, sharding="full_shard")
+    lora_params = c["layers"] * c["lora"]
+    assert two.weights == -(-2 * c["total"] // n)  # bf16 weights, ceil(bytes / 2)
+    assert two.lora == two.gradients == -(-4 * lora_params // n)  # fp32 adapters and their gradients
+    assert two.optimizer_states == -(-8 * lora_params // n)  # AdamW: two fp32 states
+    layer_unit = 2 * (c["linear"] + c["norms_per_layer"]) + 4 * c["lora"]
+    assert two.communication == max(layer_unit, 2 * c["root"])  # one unit gathered whole
+    for part in ("activations", "logits", "workspace", "overhead"):  # each rank runs its own micro-batch
+        assert getattr(two, part) == getattr(one, part), part
+    assert one.communication == 0 and one.world_size == 1 and "per rank" not in one.table()
+    assert "per rank of 2 (full_shard)" in two.table() and "communication" in two.table()
+
+
+def test_full_shard_gathers_the_root_when_the_embeddings_outweigh_a_layer():
+    cfg = KNOWN_CONFIGS["llama-3.1-70b"]
+    h, vocab = cfg["hidden_size"], cfg["vocab_size"]
+    plan = plan_memory("llama-3.1-70b", method="lora", world_size=2)
+    assert plan.communication == 2 * (2 * vocab * h + h)  # untied embeddings + lm_head + final norm, bf16
+
+
+def test_no_shard_replicates_everything_and_adds_the_gradient_buckets():
+    one = plan_memory("llama-3.1-8b", method="lora")
+    dp = plan_memory("llama-3.1-8b", method="lora", world_size=2, sharding="no_shard")
+    for part in MemoryPlan.COMPONENTS:
+        if part != "communication":
+            assert getattr(dp, part) == getattr(one, part), part
+    assert dp.communication == one.gradients == 4 * one.trainable_params  # DDP's reducer buckets
+    assert dp.total == one.total + one.gradients
+
+
+def test_world_size_one_is_the_single_process_plan():
+    one = plan_memory("llama-3.1-70b", method="qlora", gradient_checkpointing=True)
+    for sharding in ("full_shard", "no_shard"):
+        same = plan_memory("llama-3.1-70b", method="qlora", gradient_checkpointing=True, world_size=1,
+                           sharding=sharding)
+        assert same.breakdown() == one.breakdown() and same.sharding == "none"
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(world_size=0), "world_size=0"), (dict(world_size=2.0), "world_size=2.0"),
+                                             (dict(world_size=2, sharding="ddp"), "sharding='ddp'")])
+def test_bad_distributed_input_names_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plan_memory("llama-3.1-8b", **kwargs)
+
+
+def test_sparks_needed_one_two_or_more():
+    ckpt = dict(seq_len=1024, gradient_checkpointing=True)
+    lora70 = plan_memory("llama-3.1-70b", method="lora", **ckpt)
+    need = sparks_needed(lora70, per_spark=SPARK)
+    assert lora70.total > 0.9 * SPARK  # one Spark is not enough...
+    per_rank = plan_memory("llama-3.1-70b", method="lora", world_size=2, **ckpt).total
+    assert need["sparks"] == 2 and need["per_rank"][2] == per_rank <= 0.9 * SPARK  # ...two are
+    assert "needs 2 Sparks" in need["message"] and f"{per_rank / 1e9:.1f} GB per rank" in need["message"]
+    qlora70 = plan_memory("llama-3.1-70b", method="qlora", **ckpt)
+    assert sparks_needed(qlora70, per_spark=SPARK)["sparks"] == 1
+    full70 = plan_memory("llama-3.1-70b", method="full", dtype="fp32", autocast=True, **ckpt)
+    too_big = sparks_needed(full70, per_spark=SPARK, most=2)
+    assert too_big["sparks"] is None and "2 Sparks are not enough" in too_big["message"]
+    with pytest.raises(ValueError, match="most=0"):
+        sparks_needed(full70, most=0)
+
+
+def test_preflight_tells_whether_two_sparks_would_fit():
+    plan = plan_memory("llama-3.1-70b", method="lora", seq_len=1024, gradient_checkpointing=True)
+    two = plan_memory("llama-3.1-70b", method="lora", seq_len=1024, gradient_checkpointing=True, world_size=2)
+    with pytest.raises(PreflightError, match=rf"two Sparks .*: {two.total / 1e9:.1f} GB per rank, which fits"):
+        preflight(plan, available=int(SPARK))
+    with pytest.raises(PreflightError, match="which still does not fit"):
+        preflight(plan, available=int(0.5 * SPARK))
 
 
 # ------------------------------------------------------------------------------------------ one "free memory"

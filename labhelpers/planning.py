@@ -1,0 +1,296 @@
+"""Memory, predicted: ``plan_memory`` computes a fine-tuning run's peak from the model config alone, for
+one process or per rank of a distributed run (FSDP full sharding or plain data parallel); ``plot_memory``
+draws it.
+
+
+- weights: every parameter at 2 (bf16) or 4 (fp32) bytes. QLoRA: decoder projections in NF4 with double
+  quantisation = 0.5 + 1/64 (8-bit absmax per 64 weights) + 4/(64*256) (fp32 absmax per 256 absmax) bytes
+  per weight; embeddings, norms and lm_head are not quantised (transformers skips the output embedding,
+  bitsandbytes only replaces nn.Linear) and stay in ``dtype``, or fp32 after
+  ``peft.prepare_model_for_kbit_training`` (``kbit_upcast=True``: what ``load_model(..., quantization="4bit",
+  for_training=True)`` runs).
+- lora: r * (in + out) per adapted projection per layer, fp32 (peft upcasts adapters by default).
+- gradients: one per trainable parameter, in its dtype. optimizer: AdamW 2 states in the parameter dtype;
+  8-bit AdamW 2 bytes + 2 fp32 absmax per 256; SGD (no momentum) none.
+- activations: what autograd keeps for backward, per token per layer, counted tensor by tensor for a
+  Llama layer with SDPA attention (no seq^2 scores): 2 RMSNorm inputs upcast to fp32 (4h+4 each);
+  q, k, v and the attention output (2a+2kv elements, a = heads*head_dim, kv = kv_heads*head_dim) and
+  the softmax log-sum-exp (4 bytes per head); gate, up and SiLU outputs (3I elements); the inputs of the
+  adapted projections (shared in fp32 training, one bf16 copy per projection under autocast, one fp32 copy
+  per projection when peft casts a bf16 input to its fp32 adapter; plus dropout masks); r per adapter
+  (lora_A output). Phi-3's fused ``qkv_proj`` keeps its whole output alive (v is a slice of it) and copies
+  the attention output for ``o_proj``: 2a+kv more elements. Gradient checkpointing keeps only each layer's input (h elements) and recomputes one
+  layer at a time during backward. Verified against ``torch.autograd.graph.saved_tensors_hooks``.
+- logits: the loss upcasts logits to fp32; at the start of backward the saved log-softmax, its gradient
+  and the logits gradient coexist: 12 bytes * vocab per token.
+- workspace: bf16 copies autocast keeps of fp32 weights (adapters; lm_head after kbit upcast) and, for
+  QLoRA, the largest projection de-quantised to bf16 during a matmul.
+- overhead: the CUDA context and cuBLAS workspaces that torch's counters do not see (0 for device="cpu").
+
+The total is a sum, so it slightly over-states a peak where two transients cannot coexist (with
+gradient checkpointing: the logits and the recomputed layer). ``bench/memory_plan.py`` compares it with
+measured peaks; the CUDA allocator's cache (reserved minus allocated, typically 5-10 %) is not in the
+plan, which is why ``preflight`` keeps 10 % headroom.
+
+Per rank (``world_size`` > 1), each rank runs its own micro-batch, so activations, logits, workspace and
+overhead are per rank as above. ``sharding="full_shard"`` (FSDP FULL_SHARD / FSDP2 reshard after forward):
+weights, adapters, gradients and optimizer states are split evenly (ceil(x / world_size)), and a rank
+gathers one wrapped unit's full parameters while it computes with it: ``communication`` is the largest
+unit (a decoder layer, or the root: embeddings + lm_head + final norm). ``sharding="no_shard"`` (plain
+data parallel, DDP): everything is replicated, and DDP's reducer keeps its gradient buckets, a second copy
+of the trainable gradients (``communication``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .model_configs import ArchSpec, arch_spec
+
+if TYPE_CHECKING:
+    from .memory import MemoryTracker
+
+GB = 1e9
+METHODS = ("full", "lora", "qlora")
+OPTIMIZERS = {"adamw": None, "adamw_8bit": 2 + 8 / 256, "paged_adamw_8bit": 2 + 8 / 256, "sgd": 0.0}
+DTYPES = {"bf16": 2, "fp32": 4}
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
+CUDA_CONTEXT_BYTES = int(0.8 * GB)  # torch 2.11 + CUDA 13 context and cuBLAS handles, measured on an H200
+LOGIT_BYTES_PER_VOCAB = 12  # fp32 log-softmax output + its grad + the logits grad at backward start
+SHARDING = ("full_shard", "no_shard")
+
+
+# --------------------------------------------------------------------------------------------- plan
+@dataclass
+class MemoryPlan:
+    """Predicted peak memory of a training run, by component, in bytes (``total``, ``table()``, ``as_dict()``)."""
+
+    model: str
+    method: str
+    dtype: str
+    batch: int
+    seq_len: int
+    rank: int
+    gradient_checkpointing: bool
+    optimizer: str
+    n_params: int
+    trainable_params: int
+    weights: int
+    lora: int
+    gradients: int
+    optimizer_states: int
+    activations: int
+    logits: int
+    workspace: int
+    overhead: int
+    communication: int = 0
+    world_size: int = 1
+    sharding: str = "none"
+    details: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict, repr=False)
+
+    COMPONENTS = ("weights", "lora", "gradients", "optimizer_states", "activations", "logits", "workspace",
+                  "communication", "overhead")
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, c) for c in self.COMPONENTS)
+
+    def breakdown(self) -> dict[str, int]:
+        """Component name -> bytes, in display order."""
+        return {c: getattr(self, c) for c in self.COMPONENTS}
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("settings")
+        return {**out, "total": self.total}
+
+    def table(self) -> str:
+        """The breakdown in GB, one component per line, then the total."""
+        ckpt = ", gradient checkpointing" if self.gradient_checkpointing else ""
+        head = (f"{self.model} {self.method} {self.dtype}, batch {self.batch} x seq_len {self.seq_len}, "
+                f"r={self.rank}, {self.optimizer}{ckpt}: {self.n_params / 1e9:.2f} B params, "
+                f"{self.trainable_params / 1e6:.1f} M trainable")
+        if self.world_size > 1:
+            head += f"; per rank of {self.world_size} ({self.sharding})"
+        rows = [f"  {c.replace('_', ' '):<17}{v / GB:>9.2f} GB" for c, v in self.breakdown().items()
+                if c != "communication" or self.world_size > 1]
+        return "\n".join([head, *rows, f"  {'total':<17}{self.total / GB:>9.2f} GB"])
+
+    __str__ = table
+
+
+def _targets(arch: ArchSpec, target_modules: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    names = arch.linear_modules  # the family's own projection names (Phi-3: qkv_proj, gate_up_proj)
+    if target_modules == "all-linear":
+        return names
+    mods = (target_modules,) if isinstance(target_modules, str) else tuple(target_modules)
+    bad = [m for m in mods if m not in names]
+    if bad or not mods:
+        raise ValueError(f"target_modules={target_modules!r}: use 'all-linear' or names from {names} "
+                         f"({arch.family}).")
+    return mods
+
+
+def _layer_bytes(arch: ArchSpec, method: str, targets: tuple[str, ...], rank: int, res: int, attn_b: int,
+                 mlp_b: int, autocast: bool, mask: int) -> float:
+    """Bytes autograd saves per token in one decoder layer (see the module docstring)."""
+    h, inter = arch.hidden, arch.intermediate
+    a, kv = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
+    total = 2 * (4 * h + 4)  # two RMSNorm inputs, upcast to fp32, and 1/rms
+    total += attn_b * (2 * a + 2 * kv) + 4 * arch.heads  # q, k, v, attention output; log-sum-exp
+    if arch.fused:  # Phi-3: v is a slice of qkv_proj's output, which stays whole; o_proj gets a contiguous copy
+        total += attn_b * (2 * a + kv)
+    total += mlp_b * 3 * inter  # gate, up, SiLU(gate)
+    # projection inputs, grouped by the tensor they read: (modules, width, dtype bytes, already saved)
+    qkv, gate_up = (("qkv_proj",), ("gate_up_proj",)) if arch.fused else (("q_proj", "k_proj", "v_proj"),
+                                                                          ("gate_proj", "up_proj"))
+    groups = [(qkv, h, res, False), (("o_proj",), a, attn_b, True),
+              (gate_up, h, res, False), (("down_proj",), inter, mlp_b, False)]
+    if method == "full":
+        total += 2 * res * h  # normalised states the RMSNorm weights need
+        for mods, width, dt, saved in groups:
+            shared = dt == 2 or not autocast
+            total += (0 if saved else dt * width) if shared else len(mods) * 2 * width
+        return total
+    for mods, width, dt, saved in groups:
+        n = sum(m in targets for m in mods)
+        if n == 0:
+            continue
+        if autocast:  # peft casts to its fp32 adapter, autocast makes a bf16 copy per projection
+            total += n * (2 + mask) * width
+        elif mask:  # dropout output (fp32) and its mask per projection
+            total += n * (4 + mask) * width
+        elif dt == 4:  # fp32 input read directly by the fp32 adapter: saved once
+            total += 0 if saved else 4 * width
+        else:  # bf16 input cast to fp32 by peft, one copy per projection
+            total += n * 4 * width
+        total += n * rank * (2 if autocast else 4)  # lora_A output
+    return total
+
+
+def _unit_bytes(arch: ArchSpec, method: str, w: int, upcast: bool, lora_params: int) -> dict[str, int]:
+    """Full (unsharded) bytes of the units FSDP wraps: one decoder layer with its adapters, and the root."""
+    counts = arch.param_counts()
+    other = 4 if upcast else w  # norms, biases, embeddings, lm_head: fp32 after QLoRA's kbit upcast
+    linear = counts["linear"] // arch.layers * (NF4_BYTES if method == "qlora" else w)
+    layer = linear + ((counts["norms"] - arch.hidden) // arch.layers + counts["biases"] // arch.layers) * other
+    root = (counts["embeddings"] + counts["lm_head"] + arch.hidden) * other  # + the final norm
+    return {"decoder_layer": int(layer + 4 * lora_params // arch.layers), "root": int(root)}
+
+
+def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, seq_len: int = 512,
+                rank: int = 16, gradient_checkpointing: bool = False, optimizer: str = "adamw",
+                target_modules: str | list[str] = "all-linear", dtype: str = "bf16", *,
+                lora_dropout: float = 0.0, autocast: bool | None = None, kbit_upcast: bool = True,
+                device: str = "cuda", world_size: int = 1, sharding: str = "full_shard") -> MemoryPlan:
+    """Predict a fine-tuning run's peak memory (per rank when ``world_size`` > 1) from the model config alone.
+
+    ``autocast`` (default: on for bf16) is Trainer/TRL's ``bf16=True``; ``kbit_upcast`` means QLoRA went
+    through ``prepare_model_for_kbit_training``; ``device="cpu"`` drops the CUDA context overhead;
+    ``world_size`` processes (one per Spark) with ``sharding`` "full_shard" (FSDP) or "no_shard" (data parallel).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: use one of {METHODS}.")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r}: use one of {tuple(OPTIMIZERS)}.")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: use one of {tuple(DTYPES)}.")
+    for name, value in (("batch", batch), ("seq_len", seq_len), ("rank", rank)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}: must be a positive integer.")
+    if device not in ("cuda", "cpu"):
+        raise ValueError(f"device={device!r}: use 'cuda' or 'cpu'.")
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size={world_size!r}: the number of processes, a positive integer (2 for two Sparks).")
+    if sharding not in SHARDING:
+        raise ValueError(f"sharding={sharding!r}: use 'full_shard' (FSDP) or 'no_shard' (plain data parallel).")
+    settings = {k: v for k, v in locals().items() if k not in ("name", "value")}
+    arch = arch_spec(config_or_model_id)
+    targets = _targets(arch, target_modules)
+    counts, shapes = arch.param_counts(), arch.linear_shapes()
+    w = DTYPES[dtype]
+    autocast = dtype == "bf16" if autocast is None else autocast
+    upcast = method == "qlora" and kbit_upcast
+    res = 4 if upcast else w  # residual stream, norm outputs
+    attn_b = 2 if autocast else res
+    mlp_b = res if upcast else (2 if autocast else w)  # bnb casts its output back to the fp32 input dtype
+    tokens = batch * seq_len
+
+    if method == "qlora":
+        other = counts["embeddings"] + counts["lm_head"] + counts["norms"] + counts["biases"]
+        weights = counts["linear"] * NF4_BYTES + other * (4 if upcast else w)
+    else:
+        weights = arch.n_params * w
+    lora_params = 0 if method == "full" else arch.layers * rank * sum(sum(shapes[m]) for m in targets)
+    trainable = arch.n_params if method == "full" else lora_params
+    p_bytes = w if method == "full" else 4
+    state = OPTIMIZERS[optimizer]
+    mask = (1 if device == "cuda" else 4) if lora_dropout > 0 and method != "full" else 0
+    per_layer = _layer_bytes(arch, method, targets, rank, res, attn_b, mlp_b, autocast, mask)
+    per_head = 4 * arch.hidden + 4 + (2 * res * arch.hidden if method == "full" else 0)
+    stored = arch.layers * (res * arch.hidden if gradient_checkpointing else per_layer)
+    activations = tokens * (stored + per_head + (per_layer if gradient_checkpointing else 0))
+    workspace = 2 * lora_params if autocast else 0
+    if upcast and autocast:
+        workspace += 2 * arch.vocab * arch.hidden  # bf16 copy of the fp32 lm_head
+    if method == "qlora":
+        workspace += 2 * max(i * o for i, o in shapes.values())
+    if method == "full" and autocast and w == 4:
+        workspace += 2 * counts["linear"]
+    gradients = trainable * p_bytes if method == "full" else lora_params * 4
+    optimizer_states = int(trainable * (2 * p_bytes if state is None else state))
+    weights, lora, communication = int(weights), lora_params * 4, 0
+    units = _unit_bytes(arch, method, w, upcast, lora_params)
+    if world_size > 1 and sharding == "full_shard":  # each rank keeps 1/N; one unit is gathered at a time
+        weights, lora, gradients, optimizer_states = (math.ceil(x / world_size) for x in
+                                                      (weights, lora, gradients, optimizer_states))
+        communication = max(units.values())
+    elif world_size > 1:  # DDP: all replicated, plus the reducer's gradient buckets
+        communication = gradients
+    return MemoryPlan(
+        model=arch.name, method=method, dtype=dtype, batch=batch, seq_len=seq_len, rank=rank,
+        gradient_checkpointing=gradient_checkpointing, optimizer=optimizer, n_params=arch.n_params,
+        trainable_params=trainable, weights=weights, lora=lora, gradients=gradients,
+        optimizer_states=optimizer_states, communication=communication, world_size=world_size,
+        sharding=sharding if world_size > 1 else "none",
+        activations=int(activations), logits=LOGIT_BYTES_PER_VOCAB * arch.vocab * tokens,
+        workspace=int(workspace), overhead=CUDA_CONTEXT_BYTES if device == "cuda" else 0,
+        details={"activation_bytes_per_token_per_layer": per_layer, "autocast": autocast,
+                 "kbit_upcast": upcast, "targets": list(targets), "arch": arch.as_dict(), "unit_bytes": units},
+        settings={**settings, "config_or_model_id": arch},
+    )
+
+
+def _replan(plan: MemoryPlan, **changes: Any) -> MemoryPlan:
+    return plan_memory(**{**plan.settings, **changes})
+
+
+# --------------------------------------------------------------------------------------------- plot
+def plot_memory(plan: MemoryPlan, measured: int | float | MemoryTracker | None = None, ax: Any = None,
+                capacity: int | None = None) -> Any:
+    """Stacked bar of the plan's components next to the measured peak (bytes or a ``MemoryTracker``)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    bottom = 0.0
+    colors = plt.get_cmap("tab10").colors
+    for i, (name, value) in enumerate(plan.breakdown().items()):
+        if value <= 0:
+            continue
+        ax.bar("plan", value / GB, bottom=bottom, color=colors[i % 10], label=name.replace("_", " "))
+        bottom += value / GB
+    if measured is not None:
+        peak = float(getattr(measured, "peak", measured))  # a MemoryTracker or bytes
+        ax.bar("measured peak", peak / GB, color="0.35")
+        ax.text(1, peak / GB, f"{peak / GB:.2f}", ha="center", va="bottom")
+    ax.text(0, bottom, f"{bottom:.2f}", ha="center", va="bottom")
+    if capacity:
+        ax.axhline(capacity / GB, color="red", linestyle="--", label=f"capacity {capacity / GB:.0f} GB")
+    ax.set_ylabel("GB")
+    ax.set_title(f"{plan.model}: {plan.method} {plan.dtype}, batch {plan.batch} x {plan.seq_len}")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return ax
