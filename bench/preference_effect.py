@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: the profile's")
     parser.add_argument("--batch", type=int, default=None, help="pairs (KTO: rows) per step; default: the profile's")
     parser.add_argument("--lr", type=float, default=None, help="default: the profile's")
+    parser.add_argument("--beta", type=float, default=None, help="the methods' beta (ORPO: lambda); default: presets")
     parser.add_argument("--eval-rows", type=int, default=None, help="held-out pairs; default: the profile's")
     parser.add_argument("--bound", type=float, default=0.5, help="the self-checks' bound on pairs improved")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -79,7 +80,8 @@ def main() -> None:
             for seed in args.seeds:
                 lab = lh.with_overrides(base_lab, seed=seed)
                 model = lh.load_model()
-                config = make_config(lab, work / f"{method}{seed}", save_strategy="no")
+                extra = {"beta": args.beta} if args.beta is not None else {}
+                config = make_config(lab, work / f"{method}{seed}", save_strategy="no", **extra)
                 trainer = trainer_cls(model=model, args=config, train_dataset=rows, processing_class=tokenizer,
                                       peft_config=training.lora_config(lab))
                 t1 = time.perf_counter()

@@ -1,0 +1,88 @@
+"""What labs 03 and 04 can show on the smoke profile, per seed: held-out loss, format rate, lab accuracy.
+
+Run by hand (not part of the tests), on the embedded model; about 10 minutes on 2 idle CPU cores:
+
+    python bench/sft_effect.py                                  # seeds 0-2, lab 03 and lab 04 runs
+    python bench/sft_effect.py --seeds 0 --neftune-steps 10 --eval-rows 32 --json outputs/bench/sft.json
+
+- **lab 03**: LoRA SFT as the lab trains it (``training.sft_config``: packed, the profile's steps).
+- **lab 04**: the same recipe unpacked (NEFTune's noise bound depends on the sequence length), for
+  ``--neftune-steps`` steps, without and with ``neftune_noise_alpha``, same seed.
+
+Each run answers ``--eval-rows`` held-out prompts (greedy) and reports ``labhelpers.task`` metrics; chance
+for lab accuracy is 1/11 (eleven labs). The labs' self-check bounds are chosen from this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--eval-rows", type=int, default=None, help="held-out prompts; default: the profile's")
+    parser.add_argument("--neftune-steps", type=int, default=None, help="lab 04's steps per run; 0: skip lab 04")
+    parser.add_argument("--alpha", type=float, default=5.0)
+    parser.add_argument("--skip-lab03", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    from trl import SFTTrainer
+
+    import labhelpers as lh
+    from labhelpers import data, evaluation, task, training
+
+    base = lh.profile(verbose=False)
+    if args.eval_rows:
+        base = lh.with_overrides(base, eval_rows=args.eval_rows)
+    tokenizer = lh.load_tokenizer()
+    train_rows = training.as_prompt_completion(lh.load_lab_dataset("sft", limit=base.sft_train_rows))
+    heldout = lh.load_lab_dataset("sft", split="heldout", limit=base.eval_rows)
+    prompts = [data.prompt_messages(r) for r in heldout]
+    expected = task.expected_labs(heldout)
+    work = Path(tempfile.mkdtemp(prefix="sft_effect_"))
+    runs = []
+
+    def one(name: str, seed: int, **overrides) -> None:
+        lab = lh.with_overrides(base, seed=seed)
+        trainer = SFTTrainer(model=lh.load_model(for_training=True),
+                             args=training.sft_config(lab, work / name, save_strategy="no", **overrides),
+                             train_dataset=train_rows, processing_class=tokenizer,
+                             peft_config=training.lora_config(lab))
+        t0 = time.perf_counter()
+        trainer.train()
+        train_s = time.perf_counter() - t0
+        answers = lh.generate(trainer.model, tokenizer, prompts, max_new_tokens=lab.eval_max_new_tokens)
+        run = {"run": name, "seed": seed, "steps": trainer.args.max_steps, "train_s": round(train_s, 1),
+               "heldout_loss": evaluation.heldout_loss(trainer.model, tokenizer, heldout, max_length=lab.max_length),
+               **task.task_metrics(answers, expected)}
+        runs.append(run)
+        print(f"{name:18} seed {seed}: {run['steps']} steps, held-out loss {run['heldout_loss']:.3f}, format "
+              f"{run['format_rate']:.3f}, lab accuracy {run['lab_accuracy']:.3f} (n={run['n']}), train {train_s:.0f} s",
+              flush=True)
+
+    try:
+        for seed in args.seeds:
+            if not args.skip_lab03:
+                one("lab03 packed", seed)
+            if args.neftune_steps != 0:
+                steps = args.neftune_steps or base.sft_steps
+                one("lab04 plain", seed, packing=False, max_steps=steps)
+                one(f"lab04 alpha={args.alpha:g}", seed, packing=False, max_steps=steps,
+                    neftune_noise_alpha=args.alpha)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"chance lab accuracy: {1 / 11:.3f}; held-out prompts: {len(prompts)}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"profile": base.name, "runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""labhelpers.preference (the before/after evaluation of labs 06-09) and task.rejected_kind."""
+
+from __future__ import annotations
+
+import pytest
+
+from labhelpers import preference, task
+
+
+def pair(prompt: str, chosen: str, rejected: str) -> dict:
+    return {"prompt": [{"role": "user", "content": prompt}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}]}
+
+
+ROWS = [
+    pair("q1", "Answer: Use LoRA.\nLab: 3.1.3", "Sure! Use LoRA. See lab 3.1.3."),  # broken format
+    pair("q2", "Answer: Use LoRA.\nLab: 3.1.3", "Answer: Use LoRA.\nLab: 3.1.7"),  # wrong lab
+    pair("q3", "Answer: Rank 16.\nLab: 3.1.1", "Answer: Rank 4096.\nLab: 3.1.1"),  # wrong fact
+    pair("q4", "Answer: Never sudo.\nLab: 3.1.0", "Answer: Always sudo.\nLab: 3.1.0"),  # unsafe: same shape
+]
+
+
+def test_rejected_kind_is_read_from_the_pair():
+    assert [task.rejected_kind(r, i) for i, r in enumerate(ROWS)] == [
+        "broken_format", "wrong_lab", "wrong_fact", "wrong_fact"]
+
+
+def test_rejected_kind_of_the_shipped_heldout_pairs_covers_every_kind():
+    import labhelpers as lh
+
+    rows = lh.load_lab_dataset("preference", split="heldout")
+    kinds = {task.rejected_kind(r, i) for i, r in enumerate(rows)}
+    assert kinds == set(task.REJECTED_KINDS)
+
+
+def test_rejected_kind_names_the_row_and_the_missing_field():
+    with pytest.raises(ValueError, match=r"row 7: .*missing 'rejected'"):
+        task.rejected_kind({"prompt": "q", "chosen": "a"}, 7)
+
+
+def scores(margins: list[float]) -> preference.HeldoutScores:
+    """Pairs with the given summed margins (chosen -10 nats, 5 tokens per answer) and a fixed task score."""
+    pairs = [{"chosen_logp": -10.0, "rejected_logp": -10.0 - m, "margin": m, "margin_per_token": m / 5}
+             for m in margins]
+    return preference.HeldoutScores(pairs, ["a"], {"n": 1, "format_rate": 0.0, "lab_accuracy": 0.0})
+
+
+def test_pairs_improved_counts_pairs_whose_margin_grew_not_the_mean():
+    # one outlier gains 100 nats; the other three lose a little: the mean rises, most pairs did not improve
+    cmp = preference.compare("dpo", scores([-1, -1, -1, -1]), scores([99, -2, -2, -2]), ROWS)
+    assert cmp.after.summary["margin"] > cmp.before.summary["margin"]
+    assert cmp.improved == 0.25
+    unchanged = preference.compare("dpo", scores([1, -1, 2, -2]), scores([1, -1, 2, -2]), ROWS)
+    assert unchanged.improved == 0.0  # an untrained adapter moves nothing
+
+
+def test_accuracy_per_kind_and_the_row():
+    cmp = preference.compare("simpo", scores([-1, 1, -1, 1]), scores([1, 1, -1, -1]), ROWS, measure="per_token")
+    assert cmp.accuracy("before", "broken_format") == 0.0 and cmp.accuracy("after", "broken_format") == 1.0
+    assert cmp.accuracy("before", "wrong_fact") == 0.5 and cmp.accuracy("after", "wrong_fact") == 0.0
+    assert cmp.accuracy("after") == 0.5
+    table = cmp.by_kind()
+    assert table.loc["broken format", "pairs"] == 1 and table.loc["all", "pairs improved"] == 0.25
+    row = cmp.row(None, beta=2.0)
+    assert row["method"] == "simpo" and row["measure"] == "per_token" and row["eval_pairs"] == 4
+    assert row["accuracy_broken_format_after"] == 1.0 and row["pairs_improved"] == 0.25 and row["beta"] == 2.0
+
+
+def test_compare_refuses_different_pairs_and_unknown_measures():
+    with pytest.raises(ValueError, match="score the same pairs before and after"):
+        preference.compare("dpo", scores([1, 2, 3, 4]), scores([1, 2, 3]), ROWS)
+    with pytest.raises(ValueError, match="measure must be one of"):
+        preference.compare("dpo", scores([1, 2, 3, 4]), scores([1, 2, 3, 4]), ROWS, measure="mean")
+
+
+def test_count_passes_splits_passes_with_and_without_gradients(tiny_llama):
+    import torch
+
+    ids = torch.tensor([[1, 2, 3]])
+    with preference.count_passes(tiny_llama) as counts:
+        tiny_llama(input_ids=ids)
+        with torch.no_grad():
+            tiny_llama(input_ids=ids)
+            tiny_llama(input_ids=ids)
+    tiny_llama(input_ids=ids)  # after the block: not counted (the hook is gone)
+    assert counts == {"with_grad": 1, "no_grad": 2}
