@@ -14,10 +14,12 @@ questions, a wrong fact only from knowing the topic.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import evaluation, task
@@ -43,14 +45,55 @@ class HeldoutScores:
         return evaluation.summarize_pairs(self.pairs)
 
 
+def weights_fingerprint(model: Any) -> str:
+    """A short hash of every parameter's name, shape, dtype and sums: equal for the same weights, different once
+    an adapter has trained (reading the weights once costs well under a second for the embedded model)."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            values = param.detach().double()
+            digest.update(f"{name}{tuple(param.shape)}{param.dtype}{float(values.sum())!r}"
+                          f"{float(values.abs().sum())!r}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _cache_file(model: Any, tokenizer: Any, rows: list[dict[str, Any]], lab: Any, n_show: int) -> Path:
+    import hashlib
+
+    key = json.dumps([weights_fingerprint(model), getattr(tokenizer, "name_or_path", ""), rows, lab.max_length,
+                      n_show, lab.eval_max_new_tokens], sort_keys=True, default=str)
+    return lab.output_dir / "cache" / "preference" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+
 def score_heldout(model: Any, tokenizer: Any, heldout: Any, lab: Any, n_show: int = 4,
-                  batch_size: int = 16) -> HeldoutScores:
-    """Score every held-out pair (answer tokens only, chat template) and answer the first ``n_show`` prompts."""
+                  batch_size: int = 16, cache: bool = True) -> HeldoutScores:
+    """Score every held-out pair (answer tokens only, chat template) and answer the first ``n_show`` prompts.
+
+    With ``cache``, the scores are kept in ``outputs/<profile>/cache/preference/`` under a key made of the
+    weights' fingerprint, the pairs and the settings: labs 06-09 start from the same model, so the first lab
+    scores it and the others read the same numbers back (said in one printed line). Trained weights have
+    another fingerprint, so scores after training are always computed.
+    """
     rows = list(heldout)
+    path = _cache_file(model, tokenizer, rows, lab, n_show) if cache else None
+    if path is not None and path.is_file():
+        saved = json.loads(path.read_text())
+        print(f"(the same weights were scored on these {len(rows)} pairs by an earlier lab: read from {path})")
+        return HeldoutScores(saved["pairs"], saved["answers"], saved["task"])
     pairs = evaluation.preference_pairs(model, tokenizer, rows, batch_size=batch_size, max_length=lab.max_length)
     show = rows[:n_show]
     answers = generate(model, tokenizer, [r["prompt"] for r in show], max_new_tokens=lab.eval_max_new_tokens)
-    return HeldoutScores(pairs, answers, task.task_metrics(answers, task.expected_labs(show)))
+    scores = HeldoutScores(pairs, answers, task.task_metrics(answers, task.expected_labs(show)))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pairs": pairs, "answers": answers, "task": scores.task}))
+        tmp.replace(path)  # atomic: a half-written file is never read back
+    return scores
 
 
 @dataclass

@@ -85,3 +85,27 @@ def test_count_passes_splits_passes_with_and_without_gradients(tiny_llama):
             tiny_llama(input_ids=ids)
     tiny_llama(input_ids=ids)  # after the block: not counted (the hook is gone)
     assert counts == {"with_grad": 1, "no_grad": 2}
+
+
+def test_scores_are_cached_by_weights_and_recomputed_once_they_change(tiny_llama, tokenizer, tmp_path, monkeypatch,
+                                                                      capsys):
+    import torch
+
+    import labhelpers as lh
+
+    monkeypatch.setenv("LABS_OUTPUT_DIR", str(tmp_path))
+    lab = lh.with_overrides(lh.profile(verbose=False), max_length=64, eval_max_new_tokens=2)
+    first = preference.score_heldout(tiny_llama, tokenizer, ROWS, lab, n_show=1)
+    again = preference.score_heldout(tiny_llama, tokenizer, ROWS, lab, n_show=1)
+    assert "read from" in capsys.readouterr().out and again.pairs == first.pairs
+    assert len(list((tmp_path / lab.name / "cache" / "preference").glob("*.json"))) == 1
+    fingerprint = preference.weights_fingerprint(tiny_llama)
+    with torch.no_grad():
+        tiny_llama.lm_head.weight[0, 0] += 1.0  # "training" changed one weight
+    try:
+        assert preference.weights_fingerprint(tiny_llama) != fingerprint
+        preference.score_heldout(tiny_llama, tokenizer, ROWS, lab, n_show=1)
+        assert "read from" not in capsys.readouterr().out
+    finally:
+        with torch.no_grad():
+            tiny_llama.lm_head.weight[0, 0] -= 1.0
