@@ -43,3 +43,15 @@ def tiny_llama(embedded_dir):
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """The smoke profile as CI runs it: no LABS_MODEL override, seed 0 (whatever the shell exported)."""
+    from labhelpers.profiles import profile
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABS_PROFILE", "smoke")
+        mp.delenv("LABS_MODEL", raising=False)
+        mp.delenv("LABS_SEED", raising=False)
+        return profile(verbose=False)
