@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -58,6 +59,43 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     moved = config.stash.get(_MOVED, None)
     if moved:
         terminalreporter.write_line(f"nbval: {', '.join(moved)} left to the browser check (tests/browser), not run twice")
+
+
+# Under CI=true a skip hides a missing extra, model or tool: it fails instead. What a CI machine cannot have
+# (a GPU, an Ollama server) may still skip, and so may a check that only runs where there is no GPU.
+CI_SKIPS_ALLOWED = re.compile(r"\b(GPU|CUDA|Ollama|CPU-only)\b", re.I)
+
+
+def ci_skip_failure(reason: str) -> str | None:
+    """The failure message for a skip with this reason under CI=true, or None if the skip is allowed."""
+    if os.environ.get("CI") != "true" or CI_SKIPS_ALLOWED.search(reason):
+        return None
+    return f"CI=true: skipping is a failure here (only GPU/Ollama skips are allowed): {reason}"
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail"):
+        failure = ci_skip_failure(_skip_reason(report))
+        if failure:
+            report.outcome, report.longrepr = "failed", failure
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield
+    if report.skipped:  # a module-level skip (pytest.skip(..., allow_module_level=True), importorskip)
+        failure = ci_skip_failure(_skip_reason(report))
+        if failure:
+            report.outcome, report.longrepr = "failed", failure
+    return report
 
 
 @pytest.hookimpl(wrapper=True)

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 from . import report
 from .profiles import profile
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # terminal colour codes
 BUDGET_S = 90.0  # the smoke profile's per-notebook budget on a 2-core CPU (issue #5/#6/#9)
 
 
@@ -127,7 +129,8 @@ def run_lab(path: Path, out_dir: Path, timeout: int = 1200) -> dict:
                      "(fix it at its source, or add the exact message to labhelpers/quiet.py with why)")
     except CellExecutionError as exc:
         status = "FAILED"
-        error = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+        text = ANSI.sub("", str(exc)).strip()  # the kernel's traceback is coloured; the report is plain text
+        error = text.splitlines()[-1] if text else repr(exc)
     except Exception as exc:  # noqa: BLE001 - a dead kernel or timeout is a failed lab, not a crash
         status = "FAILED"
         error = f"{type(exc).__name__}: {exc}"

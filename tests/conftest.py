@@ -72,3 +72,15 @@ def _saved_bytes_per_token(model, layer, ids, head_dim: int) -> float:
 def saved_bytes_per_token():
     """The probe the plan's activation counts are checked with: ``(model, layer, ids, head_dim) -> bytes/token``."""
     return _saved_bytes_per_token
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """The smoke profile as CI runs it: no LABS_MODEL override, seed 0 (whatever the shell exported)."""
+    from labhelpers.profiles import profile
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABS_PROFILE", "smoke")
+        mp.delenv("LABS_MODEL", raising=False)
+        mp.delenv("LABS_SEED", raising=False)
+        return profile(verbose=False)

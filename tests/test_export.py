@@ -204,7 +204,12 @@ def test_verify_quantized_reports_agreement_and_nll_change(art):
     print(result.summary())
     assert not result.lossless and result.file_type == "Q4_K_M"
     assert all(p.tokens_match for p in result.prompts)
-    assert 0.5 < result.agreement <= 1.0 and -0.05 < result.nll_delta < 1.0, result.summary()
+    # verify_gguf's own floor decides ok: every prompt tokenized alike and min_agreement (0.75) of greedy steps
+    assert result.ok and result.min_agreement <= result.agreement <= 1.0, result.summary()
+    # Q4_K_M costs this model +0.31 nats per prompt token (perplexity x1.36; measured, deterministic: greedy,
+    # the same files). 0.5 nats (x1.65) leaves room for another llama.cpp build's rounding; wrong weights
+    # cost more than 1 nat (test_verify_detects_a_tampered_gguf).
+    assert 0 < result.nll_delta < 0.5, result.summary()
     assert "greedy choice" in result.summary() and "perplexity" in result.summary()
 
 
@@ -222,7 +227,7 @@ def test_verify_detects_a_tampered_gguf(art, tmp_path):
         fh.seek(offset)
         fh.write((-norm).tobytes())
     result = ex.verify_gguf(bad, art.merged, PROMPTS[:2], max_new_tokens=8, model=art.hf, tokenizer=art.tok)
-    assert not result.ok and result.n_identical == 0, result.summary()
+    assert not result.ok and result.n_identical == 0 and result.nll_delta > 1.0, result.summary()
     assert "FAILED" in result.summary()
 
 

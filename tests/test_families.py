@@ -29,17 +29,8 @@ from labhelpers.model_configs import arch_spec
 from labhelpers.models import load_model, load_tokenizer
 from labhelpers.ollama import _CHECK_CHATS, ollama_template, render_ollama_prompt
 from labhelpers.planning import plan_memory
-from labhelpers.profiles import profile
 
 STEPS = dict(max_steps=2, per_device_train_batch_size=2, save_strategy="no", logging_steps=1, max_length=64)
-
-
-@pytest.fixture(scope="module")
-def lab():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LABS_PROFILE", "smoke")
-        mp.delenv("LABS_MODEL", raising=False)
-        return profile(verbose=False)
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 
 import pytest
@@ -91,5 +92,15 @@ def test_batched_generation_matches_one_by_one(tiny_model, tokenizer):
 
 
 def test_count_parameters(tiny_model):
+    """The count is the Llama formula on the model's own config: per layer q, k, v, o, gate, up, down and two
+    norms; the (tied) embedding once; the final norm."""
+    cfg = tiny_model.config
+    h, inter, head = cfg.hidden_size, cfg.intermediate_size, cfg.hidden_size // cfg.num_attention_heads
+    q, kv = cfg.num_attention_heads * head, cfg.num_key_value_heads * head
+    per_layer = h * q + 2 * h * kv + q * h + 3 * h * inter + 2 * h
+    embeddings = cfg.vocab_size * h * (1 if cfg.tie_word_embeddings else 2)
     counts = count_parameters(tiny_model)
-    assert counts["total"] == 134_515_008 and counts["trainable"] == counts["total"]
+    assert counts["total"] == cfg.num_hidden_layers * per_layer + embeddings + h
+    assert counts["trainable"] == counts["total"]
+    frozen = copy.deepcopy(tiny_model.model.norm).requires_grad_(False)
+    assert count_parameters(frozen) == {"trainable": 0, "total": h, "trainable_pct": 0.0}

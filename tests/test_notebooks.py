@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -41,10 +42,218 @@ def test_lesson_shape(path):
     assert cells[0].cell_type == "markdown" and cells[0].source.startswith(f"# Lab 3.1.{number}:"), path.name
     code = _code(path)
     assert re.search(r"\b(lh|labhelpers)\.profile\(", code), f"{path.name}: no profile() setup cell"
-    heads = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and "self-check" in c.source.lower()]
-    assert heads, f"{path.name}: no Self-check section"
-    assert any("assert " in c.source for c in cells[heads[0]:] if c.cell_type == "code"), f"{path.name}: no assert"
+    assert _self_check_cells(cells), f"{path.name}: no Self-check section with code"
     assert any("try next" in c.source.lower() for c in cells if c.cell_type == "markdown"), path.name
+
+
+# ------------------------------------------------------------------------- the Self-check asserts what ran
+SELF_CHECK_HEADING = re.compile(r"^#+ .*self-check", re.I | re.M)
+# calls whose result is configuration, not a measurement: the profile and its paths, configs and presets
+CONFIG_CALLS = {"profile", "lab_dir", "resolve", "getenv"}
+# calls that pass their arguments' nature through (a length, a sum, a conversion, a container)
+TRANSPARENT_CALLS = {"abs", "all", "any", "bool", "dict", "enumerate", "float", "frozenset", "getattr", "int",
+                     "isinstance", "len", "list", "max", "min", "Path", "range", "repr", "round", "set", "sorted",
+                     "str", "sum", "tuple", "zip"}  # fmt: skip
+# attributes that read configuration out of a measured object (a trainer's args, a model's config)
+CONFIG_ATTRS = {"args", "config", "peft_config", "generation_config", "environ"}
+# methods that read what the run wrote to disk (a saved adapter, an exported file)
+FILE_READS = {"exists", "glob", "is_dir", "is_file", "iterdir", "read_bytes", "read_text", "rglob", "stat"}
+MUTATORS = {"add", "append", "extend", "insert", "setdefault", "update"}  # container.append(measured) holds one
+
+
+def _self_check_cells(cells) -> list[int]:
+    """Indices of the code cells of the Self-check section: after its heading, up to the next heading."""
+    start = next((i for i, c in enumerate(cells) if c.cell_type == "markdown" and SELF_CHECK_HEADING.search(c.source)),
+                 None)  # fmt: skip
+    if start is None:
+        return []
+    found = []
+    for i in range(start + 1, len(cells)):
+        if cells[i].cell_type == "markdown" and re.search(r"^#", cells[i].source, re.M):
+            break
+        if cells[i].cell_type == "code":
+            found.append(i)
+    return found
+
+
+def _callee(func: ast.expr) -> str:
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
+def _root(node: ast.expr) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+class Measured:
+    """Which names of a notebook hold a measured quantity of the run, followed cell by cell (see the test)."""
+
+    def __init__(self) -> None:
+        self.measured: set[str] = set()
+        self.bound: set[str] = set()  # every name assigned so far (a non-measured one is configuration)
+
+    def expr(self, node: ast.AST | None) -> bool:
+        """Does this expression's value depend on something the run measured?"""
+        if node is None or isinstance(node, ast.Constant):
+            return False
+        if isinstance(node, ast.Name):
+            return node.id in self.measured
+        if isinstance(node, ast.Attribute):
+            return node.attr not in CONFIG_ATTRS and self.expr(node.value)
+        if isinstance(node, ast.Call):
+            name = _callee(node.func)
+            if name in CONFIG_CALLS or name.endswith(("_config", "Config")):
+                return False
+            args = [*node.args, *(k.value for k in node.keywords)]
+            if name in TRANSPARENT_CALLS:
+                return any(self.expr(a) for a in args)
+            if isinstance(node.func, ast.Attribute) and name not in FILE_READS:  # a method: of a measured object,
+                root = _root(node.func)
+                if root in self.bound and root not in self.measured and not self.expr(node.func.value):
+                    return any(self.expr(a) for a in args)  # a method of configuration (lab.x(), a dict of settings)
+            return True  # training, evaluation, loading, measuring: something computed by this run
+        return any(self.expr(child) for child in ast.iter_child_nodes(node))
+
+    def bind(self, target: ast.expr, measured: bool) -> None:
+        if isinstance(target, (ast.Tuple, ast.List)):
+            for element in target.elts:
+                self.bind(element, measured)
+        elif isinstance(target, ast.Starred):
+            self.bind(target.value, measured)
+        elif isinstance(target, ast.Name):
+            self.bound.add(target.id)
+            (self.measured.add if measured else self.measured.discard)(target.id)
+        elif measured and _root(target):  # results[key] = ..., obj.attr = ...: the container now holds one
+            self.measured.add(_root(target))
+
+    def run(self, body: list[ast.stmt]) -> None:
+        """Follow the assignments of these statements in order (not inside def/class bodies)."""
+        for stmt in body:
+            if isinstance(stmt, ast.Assign):
+                value = self.expr(stmt.value)
+                for target in stmt.targets:
+                    self.bind(target, value)
+            elif isinstance(stmt, (ast.AugAssign, ast.AnnAssign)) and stmt.value is not None:
+                self.bind(stmt.target, self.expr(stmt.value) or self.expr(stmt.target))
+            elif isinstance(stmt, (ast.For, ast.AsyncFor)):
+                self.bind(stmt.target, self.expr(stmt.iter))
+            elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+                for item in stmt.items:
+                    if item.optional_vars is not None:
+                        self.bind(item.optional_vars, self.expr(item.context_expr))
+            elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                self.bound.add(stmt.name)
+                for node in ast.walk(stmt):  # a hook or callback writing into a notebook-level container
+                    written = [*node.targets] if isinstance(node, ast.Assign) else (
+                        [node.target] if isinstance(node, ast.AugAssign) else [])
+                    if isinstance(node, ast.Call) and _callee(node.func) in MUTATORS:
+                        written.append(node.func)
+                    for target in written:
+                        if isinstance(target, (ast.Subscript, ast.Attribute)) and _root(target) in self.bound:
+                            self.measured.add(_root(target))
+                continue
+            elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+                call = stmt.value
+                if _callee(call.func) in MUTATORS and isinstance(call.func, ast.Attribute) and any(
+                        self.expr(a) for a in [*call.args, *(k.value for k in call.keywords)]):
+                    self.measured.add(_root(call.func.value))
+            elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                continue
+            for field in ("body", "orelse", "finalbody"):  # if / for / while / with / try blocks, in order
+                self.run(getattr(stmt, field, None) or [])
+            for handler in getattr(stmt, "handlers", None) or []:
+                if handler.name:  # except ... as err: the error this run raised
+                    self.bound.add(handler.name)
+                    self.measured.add(handler.name)
+                self.run(handler.body)
+
+
+def _parse(source: str) -> ast.Module:
+    return ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_self_check_asserts_what_this_run_measured(path):
+    """Every ``assert`` in the Self-check section tests a measured quantity of this run, not a constant or config.
+
+    The rule, checked on the code with ``ast`` (the Self-check section = the code cells after the markdown
+    heading that names it, up to the next heading):
+
+    - a name is *measured* when an assignment binds it to the result of a call that computes something in
+      this run (training, evaluating, loading data, measuring memory, exporting, ...) or to an expression
+      of measured names (arithmetic, indexing, attributes, comprehensions); ``for`` targets over measured
+      values, ``with ... as`` targets of a call, and ``except ... as err`` (an error the run raised) too;
+    - not measured: constants, and configuration: ``lh.profile()`` and what is read from it (``lab.x``,
+      ``lab.lab_dir()``, ``lab.resolve()``), any ``*_config(...)`` / ``*Config(...)`` call, a measured
+      object's ``.args`` / ``.config`` / ``.peft_config`` / ``.generation_config``, ``os.environ``;
+      ``len``, ``min``, ``sum``, ``int``, ``Path``, ... are measured only when their arguments are;
+    - every ``assert`` in the section must test a measured expression, and at least one of them must use a
+      name measured *before* the section (the run's own result, not one computed only to be checked).
+
+    A config echo (``assert args.beta == 0.1``, ``assert batch_size > 1``) therefore fails here: print it instead.
+    The rule cannot tell a measured quantity that is guaranteed by construction from one that is not: that
+    the bound can fail on a broken run is for the cell's comment to say and the author to try.
+    """
+    problems = self_check_problems(_cells(path))
+    assert not problems, f"{path.name}: " + "\n".join(problems)
+
+
+def self_check_problems(cells) -> list[str]:
+    """What breaks the rule of test_self_check_asserts_what_this_run_measured in these cells (empty: none)."""
+    section = _self_check_cells(cells)
+    if not section:
+        return ["no Self-check section with code"]
+    tracker = Measured()
+    for cell in cells[: section[0]]:
+        if cell.cell_type == "code":
+            tracker.run(_parse(cell.source).body)
+    earlier = set(tracker.measured)  # measured before the section, and names the section derives from them
+    asserts, problems, uses_earlier = 0, [], False
+    for index in section:
+        for stmt in _parse(cells[index].source).body:  # in order: a name assigned above an assert counts
+            tracker.run([stmt])  # first, so that a for-loop's target is bound for the asserts in its body
+            for node in ast.walk(stmt):
+                value = getattr(node, "value", None) if isinstance(node, (ast.Assign, ast.AugAssign)) else (
+                    node.iter if isinstance(node, ast.For) else None)
+                if value is not None and {n.id for n in ast.walk(value) if isinstance(n, ast.Name)} & earlier:
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    earlier |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Assert):
+                    asserts += 1
+                    if tracker.expr(node.test):
+                        names = {n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)}
+                        uses_earlier |= bool(names & earlier)
+                    else:
+                        problems.append(f"cell {index}, line {node.lineno}: assert {ast.unparse(node.test)[:100]}")
+    if not asserts:
+        return ["the Self-check section asserts nothing"]
+    if problems:
+        return ["Self-check asserts on constants or configuration, not on what this run measured (print those "
+                "instead):", *problems]
+    return [] if uses_earlier else ["no Self-check assert uses a quantity measured before the Self-check"]
+
+
+def test_the_self_check_rule_tells_a_measurement_from_a_config_echo():
+    from nbformat.v4 import new_code_cell, new_markdown_cell
+
+    setup = new_code_cell("import labhelpers as lh\nlab = lh.profile()\nRANK = lab.lora_rank\n"
+                          "args = training.sft_config(lab, 'out')\ntrainer = SFTTrainer(args=args)\n"
+                          "summary = training.train(trainer)\nloss = heldout_loss(trainer.model)")
+    head = new_markdown_cell("## Self-check")
+
+    def problems(check: str) -> list[str]:
+        return self_check_problems([setup, head, new_code_cell(check)])
+
+    for echo in ("assert RANK == 16", "assert lab.seed == 0", "assert trainer.args.beta == 0.1",
+                 "assert args.max_steps > 1", "refused = True\nassert refused", "assert len(RANK * [1]) == 16"):
+        assert problems(echo), f"not flagged: {echo}"
+    for measured in ("assert loss < 2.0", "assert summary.final_loss < 3", "drop = 1 - loss / 3\nassert drop > 0.1",
+                     "for x in (loss,):\n    assert x > 0"):
+        assert problems(measured) == [], f"flagged: {measured}"
+    assert problems("drop = heldout_loss(None)\nassert drop > 0") == [
+        "no Self-check assert uses a quantity measured before the Self-check"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

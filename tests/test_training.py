@@ -31,14 +31,6 @@ def chat(i: int, words: int = 1) -> dict:
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
 
 
-@pytest.fixture(scope="module")
-def lab():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LABS_PROFILE", "smoke")
-        mp.delenv("LABS_MODEL", raising=False)
-        return profile(verbose=False)
-
-
 def sft_rows(n: int, words: int = 1) -> Dataset:
     return T.as_prompt_completion(Dataset.from_list([chat(i, words + i % 3) for i in range(n)]))
 
@@ -62,7 +54,9 @@ def test_sft_preset_follows_the_smoke_profile(lab, tmp_path):
     assert cfg.max_grad_norm == 1.0 and cfg.warmup_steps == 0.1
     assert cfg.save_strategy == "steps" and cfg.save_total_limit == 2 and cfg.seed == 0
     assert cfg.bf16 is torch.cuda.is_available() and cfg.gradient_checkpointing is False
-    assert cfg.logging_steps == 1 and cfg.save_steps % cfg.logging_steps == 0
+    # the documented spacing: about 3 checkpoints on smoke, each on a logged step (NanGuard can veto it)
+    saved = [step for step in range(1, cfg.max_steps + 1) if step % cfg.save_steps == 0]
+    assert cfg.logging_steps == 1 and saved == [5, 10, 15]
     assert cfg.report_to in ([], "none", ["none"]) and cfg.dataloader_num_workers == 0
 
 
@@ -75,18 +69,26 @@ def test_presets_follow_the_full_profile(monkeypatch, tmp_path):
     sft, dpo = T.sft_config(full, tmp_path), T.dpo_config(full, tmp_path)
     sft_steps = schedule(full, "sft", verbose=False).steps
     assert (sft.max_steps, sft.gradient_accumulation_steps, sft.max_length) == (sft_steps, 1, 1024)
-    assert sft.learning_rate == 2e-4 and sft.logging_steps == 5 and sft.save_steps == sft_steps // 5 // 5 * 5
+    assert sft.learning_rate == 2e-4 and sft.logging_steps == 5
+    # at least 5 checkpoints per run (more on a short one: they stay on logged steps), each on a logged step
+    assert sft_steps // sft.save_steps >= 5 and sft.save_steps % 5 == 0, (sft_steps, sft.save_steps)
     assert (dpo.max_steps, dpo.learning_rate, dpo.beta) == (125, 5e-6, 0.1)  # 500 pairs, 1 epoch, batch 4
 
 
-def test_overrides_win_over_presets(lab, tmp_path):
-    cfg = T.sft_config(
-        lab, tmp_path, learning_rate=1e-5, max_steps=7, packing=False, gradient_checkpointing=True
-    )
-    assert (cfg.learning_rate, cfg.max_steps, cfg.packing) == (1e-5, 7, False)
-    assert cfg.padding_free is False  # padding-free without packing would not enforce max_length
-    assert cfg.gradient_checkpointing and cfg.gradient_checkpointing_kwargs == {"use_reentrant": False}
-    assert T.kto_config(lab, tmp_path, beta=0.3).beta == 0.3
+def test_an_override_changes_only_what_follows_from_it(lab, tmp_path):
+    preset = T.sft_config(lab, tmp_path).to_dict()
+    cfg = T.sft_config(lab, tmp_path, packing=False, gradient_checkpointing=True)
+    changed = {k for k, v in cfg.to_dict().items() if preset.get(k) != v}
+    # packing off turns padding-free off (it would not enforce max_length); the old transformers name
+    # gradient_checkpointing lands on activation_checkpointing, with non-reentrant checkpointing
+    checkpointing = {"activation_checkpointing", "activation_checkpointing_kwargs"}
+    assert changed - {"gradient_checkpointing", "gradient_checkpointing_kwargs"} == {"packing", "padding_free"} | checkpointing
+    assert cfg.padding_free is False and cfg.activation_checkpointing_kwargs == {"use_reentrant": False}
+    kept = T.sft_config(lab, tmp_path, packing=False, padding_free=True, gradient_checkpointing=True,
+                        gradient_checkpointing_kwargs={"use_reentrant": True})
+    assert kept.padding_free is True and kept.activation_checkpointing_kwargs == {"use_reentrant": True}
+    T.kto_config(lab, tmp_path, beta=0.3)
+    assert T.kto_config(lab, tmp_path).beta == 0.1, "an override leaked into the next preset"
 
 
 def test_simpo_is_cpo_with_simpo_loss_and_no_bc_term(lab, tmp_path):
@@ -192,6 +194,37 @@ def test_nan_guard_stops_a_real_run(tiny_llama, tokenizer, lab, tmp_path):
     summary = T.train(trainer, resume=False)
     assert summary.stopped_by_nan and summary.steps == 1
     assert T.last_checkpoint(tmp_path) is None  # the NaN step was not checkpointed
+
+
+def test_throughput_leaves_out_reference_and_eval_passes():
+    """ThroughputCallback's documented exclusion: a forward without a graph (a DPO/KTO reference pass under
+    no_grad, an eval in eval mode) trains nothing and is not counted; only training forwards are."""
+    from labhelpers.callbacks import ThroughputCallback
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+
+        def forward(self, input_ids, attention_mask=None, labels=None):
+            return self.emb(input_ids)
+
+    model, meter = Tiny(), ThroughputCallback()
+    meter.on_train_begin(None, TrainerState(), TrainerControl(), model=model)
+    ids, mask = torch.tensor([[1, 2, 3, 0]]), torch.tensor([[1, 1, 1, 0]])
+    model.train()
+    with torch.no_grad():
+        model(ids)  # the reference model's pass: the same batch, no graph
+    assert meter.tokens == 0, "a no-grad (reference) forward was counted as trained tokens"
+    model.eval()
+    model(ids)
+    assert meter.tokens == 0, "an eval-mode forward was counted as trained tokens"
+    model.train()
+    model(input_ids=ids, attention_mask=mask, labels=torch.tensor([[-100, 2, 3, -100]]))
+    assert (meter.tokens, meter.slots, meter.loss_tokens) == (3, 4, 2)  # the policy's pass: its 3 real tokens
+    meter.on_train_end(None, TrainerState(), TrainerControl())
+    model(ids)
+    assert meter.tokens == 3, "the hook outlived training"
 
 
 @pytest.mark.parametrize("packing", [True, False])
