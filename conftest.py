@@ -78,9 +78,8 @@ def _skip_reason(report) -> str:
     return str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
+def _fail_ci_skip(report):
+    """Turn a skipped report (a test, or a module-level skip at collection) into a failure where CI forbids it."""
     if report.skipped and not hasattr(report, "wasxfail"):
         failure = ci_skip_failure(_skip_reason(report))
         if failure:
@@ -89,13 +88,14 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    return _fail_ci_skip((yield))
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector):
-    report = yield
-    if report.skipped:  # a module-level skip (pytest.skip(..., allow_module_level=True), importorskip)
-        failure = ci_skip_failure(_skip_reason(report))
-        if failure:
-            report.outcome, report.longrepr = "failed", failure
-    return report
+    # a module-level skip (pytest.skip(..., allow_module_level=True), importorskip)
+    return _fail_ci_skip((yield))
 
 
 @pytest.hookimpl(wrapper=True)
