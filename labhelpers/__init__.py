@@ -18,7 +18,7 @@ never exports a GGUF never imports llama.cpp.
     estimate    estimate_time()                               training time from the plan, before a run
     training    TRL config presets, live-plot / tokens-per-second / NaN-guard callbacks, resume
     evaluation  heldout_loss(), preference_metrics(), side_by_side()
-    results     save_result(), load_results()                 the cross-method comparison table
+    results     save_result(), load_results(), plot_results()  the cross-method comparison (preference_table())
     selfcheck   self_check_passed()                           the closing line every lab prints
     export      merge_adapter(), export_gguf(), quantize_gguf(), write_modelfile(), verify_gguf(), ollama_*
     envcheck    the checks of lab 00

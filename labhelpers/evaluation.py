@@ -124,6 +124,22 @@ def heldout_loss(
     return -total / count
 
 
+def completion_logps(
+    model: Any, tokenizer: Any, dataset: Any, batch_size: int = 8, max_length: int | None = None
+) -> list[float]:
+    """Each row's summed answer-token log-prob, log p(completion | prompt), scored in batches (input order).
+
+    Rows are ``prompt`` + ``completion`` (KTO's unpaired rows; ``label`` is ignored) or ``messages``. This is
+    the per-answer quantity KTO's implicit reward is built on: score it with the adapter on (policy) and off
+    (reference) to recompute the trainer's loss by hand.
+    """
+    rows = list(dataset)
+    if not rows:
+        raise ValueError("completion_logps: the dataset is empty.")
+    pairs = [_split_row(r, i) for i, r in enumerate(rows)]
+    return [total for total, _ in _answer_logps(model, tokenizer, pairs, max_length, batch_size)]
+
+
 def preference_pairs(
     model: Any, tokenizer: Any, dataset: Any, batch_size: int = 8, max_length: int | None = None
 ) -> list[dict[str, float]]:

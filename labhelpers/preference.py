@@ -141,15 +141,19 @@ def starting_point(lab: Any, from_lab03: bool = False) -> StartingPoint:
 @contextmanager
 def count_passes(model: Any) -> Iterator[dict[str, int]]:
     """Count the backbone's forward passes inside the block: ``with_grad`` (policy, trained) and ``no_grad``
-    (a reference pass, or evaluation). A PEFT model's base decoder is hooked, so every pass is seen."""
+    (a reference pass, evaluation, or a policy pass not trained through, as KTO's for its KL estimate), and
+    ``adapter_off`` (passes with the LoRA adapter disabled: the reference of ``ref_model=None`` trainers).
+    A PEFT model's base decoder is hooked, so every pass is seen."""
     import torch
 
-    counts = {"with_grad": 0, "no_grad": 0}
+    counts = {"with_grad": 0, "no_grad": 0, "adapter_off": 0}
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = base.get_decoder() if hasattr(base, "get_decoder") else base
+    lora = next((m for m in backbone.modules() if hasattr(m, "disable_adapters") and hasattr(m, "lora_A")), None)
 
     def hook(module: Any, args: Any, kwargs: Any) -> None:
         counts["with_grad" if torch.is_grad_enabled() else "no_grad"] += 1
+        counts["adapter_off"] += bool(lora is not None and lora.disable_adapters)
 
     handle = backbone.register_forward_pre_hook(hook, with_kwargs=True)
     try:

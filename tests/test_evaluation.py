@@ -133,6 +133,23 @@ def test_preference_pairs_are_the_per_pair_view_of_the_metrics(model, tokenizer)
         summarize_pairs([])
 
 
+def test_completion_logps_score_unpaired_rows_as_the_pairs_do(model, tokenizer):
+    from labhelpers.evaluation import completion_logps, preference_pairs
+
+    rows = preference_rows()
+    unpaired = [{"prompt": r["prompt"], "completion": r[side], "label": side == "chosen"}
+                for r in rows for side in ("chosen", "rejected")]  # fmt: skip
+    logps = completion_logps(model, tokenizer, unpaired, batch_size=4)
+    pairs = preference_pairs(model, tokenizer, rows, batch_size=4)
+    assert logps[0::2] == pytest.approx([p["chosen_logp"] for p in pairs], abs=1e-3)
+    assert logps[1::2] == pytest.approx([p["rejected_logp"] for p in pairs], abs=1e-3)
+    assert completion_logps(model, tokenizer, unpaired, batch_size=1) == pytest.approx(logps, abs=1e-3)
+    with pytest.raises(ValueError, match="completion_logps: the dataset is empty"):
+        completion_logps(model, tokenizer, [])
+    with pytest.raises(ValueError, match=r"row 1: expected a 'messages' field or 'prompt' \+ 'completion'"):
+        completion_logps(model, tokenizer, [unpaired[0], {"prompt": "no answer"}])
+
+
 def test_preference_metrics_names_the_missing_field(model, tokenizer):
     rows = preference_rows()
     del rows[1]["rejected"]

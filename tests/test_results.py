@@ -77,3 +77,74 @@ def test_plot_results_draws_accuracy_and_memory(lab):
     assert len(accuracy.patches) == 4 and len(memory.patches) == 2
     with pytest.raises(ValueError, match="no results yet"):
         plot_results(load_results(profile="full"))
+
+
+def preference_row(method: str, measure: str, passes: int, seconds: float, **changes: float) -> dict:
+    row = {"method": method, "measure": measure, "eval_pairs": 64, "accuracy_before": 0.4, "accuracy_after": 0.5,
+           "margin_before": -1.0, "margin_after": 0.5, "pairs_improved": 0.7, "wall_time_s": seconds, "steps": 8,
+           "peak_memory_gb": 1.5, "reference_passes": passes, "start": "the instruct model"}  # fmt: skip
+    for kind in ("broken_format", "wrong_lab", "wrong_fact"):
+        row[f"accuracy_{kind}_before"] = 0.5
+        row[f"accuracy_{kind}_after"] = 0.5 + changes.get(kind, 0.0)
+    return row
+
+
+def test_preference_rows_keep_the_methods_scored_like_this_run_and_say_what_to_rerun(lab):
+    from labhelpers.results import preference_rows
+
+    save_result(preference_row("kto", "summed", 16, 40.0))
+    save_result(preference_row("dpo", "summed", 8, 40.0))
+    save_result({**preference_row("orpo", "per_token", 0, 20.0), "eval_pairs": 16})  # an older, smaller run
+    save_result({"method": "lora_sft", "heldout_loss_after": 1.0})  # not a preference lab
+    rows, notes = preference_rows(load_results(), eval_pairs=64, model=lab.model, start="the instruct model")
+    assert list(rows["method"]) == ["dpo", "kto"]  # lab order, not file order
+    assert notes == [
+        "simpo: no row yet on this profile (run labs/07_simpo.ipynb)",
+        "orpo: left out, scored another way: eval_pairs 16 (this run: 64); rerun labs/08_orpo.ipynb",
+    ]
+    rows, notes = preference_rows(load_results(), eval_pairs=64, start="lab 03's SFT adapter")
+    assert rows.empty and "start 'the instruct model' (this run: \"lab 03's SFT adapter\")" in notes[0]
+    empty, notes = preference_rows(load_results(profile="full"), eval_pairs=64)
+    assert empty.empty and len(notes) == 4
+
+
+def test_preference_table_and_findings_read_the_rows(lab):
+    from labhelpers.results import preference_findings, preference_rows, preference_table
+
+    save_result(preference_row("dpo", "summed", 8, 40.0, broken_format=0.25, wrong_fact=-0.125))
+    save_result(preference_row("simpo", "per_token", 0, 20.0, broken_format=0.125, wrong_lab=0.25))
+    rows, _ = preference_rows(load_results(), eval_pairs=64)
+    table = preference_table(rows)
+    assert (
+        table.loc["dpo", "broken format"] == "0.50 -> 0.75"
+        and table.loc["simpo", "wrong lab"] == "0.50 -> 0.75"
+    )
+    assert table.loc["dpo", "s per step"] == "5.00" and table.loc["simpo", "reference passes"] == "0"
+    assert table.loc["simpo", "pairs improved"] == "70%" and table.loc["dpo", "margin"] == "-1.000 -> +0.500"
+    findings = preference_findings(rows)
+    assert findings[0].startswith(
+        "DPO (summed margin): 70% of pairs gained margin; accuracy on broken format rose"
+    )
+    assert "wrong fact or unsafe advice fell (0.50 -> 0.38)" in findings[0]
+    assert (
+        "SIMPO (per_token margin)" in findings[1]
+        and "wrong fact or unsafe advice did not move" in findings[1]
+    )
+    assert findings[2].endswith("With the reference, a step took 2.0x as long on this machine.")
+    assert (
+        findings[3]
+        == "Accuracy change across methods: broken format +0.12 to +0.25, wrong fact or unsafe advice -0.12 to +0.00."
+    )
+    alone, _ = preference_rows(load_results().query("method == 'dpo'"), eval_pairs=64)
+    assert "Only methods with a reference pass have timed rows here" in preference_findings(alone)[1]
+
+
+def test_plot_results_adds_the_preference_panels_when_the_rows_have_them(lab):
+    save_result(preference_row("dpo", "summed", 8, 40.0, broken_format=0.25))
+    save_result(preference_row("orpo", "per_token", 0, 20.0))
+    fig = plot_results(load_results())
+    titles = [axis.get_title() for axis in fig.axes]
+    assert titles == ["held-out accuracy", "accuracy change, by kind of rejected answer",
+                      "share of pairs whose margin grew", "training time (s); purple: with reference passes",
+                      "peak memory (GB)"]  # fmt: skip
+    assert len(fig.axes[1].patches) == 3 * 2  # three kinds x two methods
