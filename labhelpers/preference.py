@@ -202,6 +202,12 @@ class PreferenceComparison:
         """Share of held-out pairs whose margin grew."""
         return _share(self.grew())
 
+    def improved_in(self, kind: str) -> float:
+        """Share of the pairs of one kind of rejected answer (``task.REJECTED_KINDS``) whose margin grew."""
+        if kind not in task.REJECTED_KINDS:
+            raise ValueError(f"improved_in: kind must be one of {sorted(task.REJECTED_KINDS)}, got {kind!r}.")
+        return _share([g for g, k in zip(self.grew(), self.kinds, strict=True) if k == kind])
+
     def accuracy(self, when: str, kind: str | None = None) -> float:
         """Share of pairs (of one ``kind``, or all) where the chosen answer scores above the rejected one."""
         pairs = self.before.pairs if when == "before" else self.after.pairs

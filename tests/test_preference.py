@@ -63,6 +63,9 @@ def test_accuracy_per_kind_and_the_row():
     assert cmp.accuracy("before", "broken_format") == 0.0 and cmp.accuracy("after", "broken_format") == 1.0
     assert cmp.accuracy("before", "wrong_fact") == 0.5 and cmp.accuracy("after", "wrong_fact") == 0.0
     assert cmp.accuracy("after") == 0.5
+    assert cmp.improved_in("broken_format") == 1.0 and cmp.improved_in("wrong_fact") == 0.0
+    with pytest.raises(ValueError, match="kind must be one of"):
+        cmp.improved_in("unsafe")
     table = cmp.by_kind()
     assert table.loc["broken format", "pairs"] == 1 and table.loc["all", "pairs improved"] == 0.25
     row = cmp.row(None, beta=2.0)
