@@ -109,6 +109,27 @@ def _answer_logps(
     return results
 
 
+@torch.no_grad()
+def token_logps(model: Any, input_ids: Sequence[int]) -> torch.Tensor:
+    """log p(token t | the tokens before it) for t = 1..n-1 of one unpadded sequence, in eval mode (fp32, CPU).
+
+    The brick of a loss by hand: mask these as a trainer does (answer tokens only, or every token for ORPO's
+    NLL term), then sum or average them.
+    """
+    ids = list(input_ids)
+    if len(ids) < 2:
+        raise ValueError(f"token_logps: need at least 2 tokens (one to predict from), got {len(ids)}.")
+    tokens = torch.tensor([ids], device=_device(model))
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(input_ids=tokens, use_cache=False).logits[0, :-1].float()
+    finally:
+        if was_training:
+            model.train()
+    return logits.log_softmax(-1).gather(-1, tokens[0, 1:, None]).squeeze(-1).cpu()
+
+
 def heldout_loss(
     model: Any, tokenizer: Any, dataset: Any, max_length: int | None = None, batch_size: int = 8
 ) -> float:

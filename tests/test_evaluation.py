@@ -7,6 +7,7 @@ import math
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -148,6 +149,21 @@ def test_completion_logps_score_unpaired_rows_as_the_pairs_do(model, tokenizer):
         completion_logps(model, tokenizer, [])
     with pytest.raises(ValueError, match=r"row 1: expected a 'messages' field or 'prompt' \+ 'completion'"):
         completion_logps(model, tokenizer, [unpaired[0], {"prompt": "no answer"}])
+
+
+def test_token_logps_sum_over_the_answer_is_the_pair_score(model, tokenizer):
+    from labhelpers.evaluation import preference_pairs, token_logps
+
+    row = preference_rows()[0]
+    pair = preference_pairs(model, tokenizer, [row])[0]
+    for side in ("chosen", "rejected"):
+        ids, mask = chat_tokens(tokenizer, row["prompt"], row[side])
+        logps = token_logps(model, ids)
+        assert logps.shape == (len(ids) - 1,) and bool((logps <= 0).all())
+        answer = torch.tensor(mask[1:], dtype=torch.bool)  # token t is predicted from position t-1
+        assert float(logps[answer].sum()) == pytest.approx(pair[f"{side}_logp"], abs=1e-3)
+    with pytest.raises(ValueError, match="need at least 2 tokens"):
+        token_logps(model, ids[:1])
 
 
 def test_preference_metrics_names_the_missing_field(model, tokenizer):
