@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -97,10 +98,15 @@ def write_accelerate_config(path: str | Path, layer_cls: str, **settings: Any) -
 def launch_command(output_dir: str | Path, *, method: str = "sft", num_processes: int = 2,
                    config_file: str | Path | None = None, max_steps: int | None = None,
                    rows: int | None = None) -> list[str]:
-    """``accelerate launch`` of this module on ``num_processes`` processes: with ``config_file`` (FSDP), or CPU DDP."""
-    cmd = ["accelerate", "launch", "--num_processes", str(num_processes)]
+    """``accelerate launch`` of this module on ``num_processes`` processes: with ``config_file`` (FSDP), or CPU DDP.
+
+    The launcher is run as ``python -m accelerate.commands.launch`` with this interpreter, so it works from a
+    kernel whose virtual environment is not on ``PATH``.
+    """
+    # accelerate's launcher run by this Python: the `accelerate` script need not be on PATH (a venv not activated)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
     if config_file is not None:
-        cmd[2:2] = ["--config_file", str(config_file)]
+        cmd[3:3] = ["--config_file", str(config_file)]
     else:  # accelerate starts several local processes (through torchrun) only on this path; the ranks use gloo
         cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     cmd += ["-m", "labhelpers.distributed", "--method", method, "--output", str(output_dir)]

@@ -60,10 +60,11 @@ def test_bad_config_input_names_what_is_wrong(kwargs, message):
 
 def test_launch_and_two_spark_commands():
     cpu = distributed.launch_command("out", num_processes=2, max_steps=2, rows=24)
-    assert cpu[:4] == ["accelerate", "launch", "--num_processes", "2"] and "--multi_gpu" in cpu
+    assert cpu[:5] == [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2"]
+    assert "--multi_gpu" in cpu
     assert cpu[cpu.index("-m") + 1] == "labhelpers.distributed" and cpu[-4:] == ["--max-steps", "2", "--rows", "24"]
     gpu = distributed.launch_command("out", config_file="fsdp.yaml", method="dpo")
-    assert gpu[2:4] == ["--config_file", "fsdp.yaml"] and "--multi_gpu" not in gpu and "dpo" in gpu
+    assert gpu[3:5] == ["--config_file", "fsdp.yaml"] and "--multi_gpu" not in gpu and "dpo" in gpu
     text = distributed.two_spark_commands("fsdp.yaml", main_ip="192.168.100.10")
     assert "--machine_rank 0" in text and "--machine_rank 1" in text and text.count("--main_process_ip 192.168.100.10") == 2
     assert "NCCL_SOCKET_IFNAME=enp1s0f1np1" in text
