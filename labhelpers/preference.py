@@ -206,7 +206,11 @@ class PreferenceComparison:
         """Share of the pairs of one kind of rejected answer (``task.REJECTED_KINDS``) whose margin grew."""
         if kind not in task.REJECTED_KINDS:
             raise ValueError(f"improved_in: kind must be one of {sorted(task.REJECTED_KINDS)}, got {kind!r}.")
-        return _share([g for g, k in zip(self.grew(), self.kinds, strict=True) if k == kind])
+        flags = [g for g, k in zip(self.grew(), self.kinds, strict=True) if k == kind]
+        if not flags:
+            raise ValueError(f"improved_in: none of the {len(self.kinds)} held-out pairs is of kind {kind!r} "
+                             "(are chosen and rejected the right way round? score more pairs).")
+        return _share(flags)
 
     def accuracy(self, when: str, kind: str | None = None) -> float:
         """Share of pairs (of one ``kind``, or all) where the chosen answer scores above the rejected one."""

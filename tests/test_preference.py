@@ -37,6 +37,19 @@ def test_rejected_kind_of_the_shipped_heldout_pairs_covers_every_kind():
     assert kinds == set(task.REJECTED_KINDS)
 
 
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_loaded_preference_pairs_have_the_well_formed_answer_as_chosen(split):
+    """Catches chosen and rejected swapped anywhere between the file and the trainer: every chosen answer is
+    in the task's format, while about a quarter of the rejected ones are not (the broken-format kind)."""
+    import labhelpers as lh
+
+    rows = lh.load_lab_dataset("preference", split=split)
+    bad = [i for i, r in enumerate(rows) if not task.format_ok(task.reference_answer(r))]
+    assert not bad, f"{len(bad)} loaded pairs have a chosen answer out of format, first rows {bad[:5]}"
+    broken = sum(not task.format_ok(r["rejected"][0]["content"]) for r in rows) / len(rows)
+    assert 0.15 < broken < 0.35, broken
+
+
 def test_rejected_kind_names_the_row_and_the_missing_field():
     with pytest.raises(ValueError, match=r"row 7: .*missing 'rejected'"):
         task.rejected_kind({"prompt": "q", "chosen": "a"}, 7)
@@ -66,6 +79,9 @@ def test_accuracy_per_kind_and_the_row():
     assert cmp.improved_in("broken_format") == 1.0 and cmp.improved_in("wrong_fact") == 0.0
     with pytest.raises(ValueError, match="kind must be one of"):
         cmp.improved_in("unsafe")
+    no_format = preference.compare("dpo", scores([1, 1, 1]), scores([2, 2, 2]), ROWS[1:])
+    with pytest.raises(ValueError, match="none of the 3 held-out pairs is of kind 'broken_format'"):
+        no_format.improved_in("broken_format")
     table = cmp.by_kind()
     assert table.loc["broken format", "pairs"] == 1 and table.loc["all", "pairs improved"] == 0.25
     row = cmp.row(None, beta=2.0)

@@ -276,6 +276,9 @@ def test_every_preference_preset_trains(method, tiny_llama, tokenizer, lab, tmp_
     summary = T.train(trainer, resume=False)
     assert summary.steps == 2 and math.isfinite(summary.final_loss) and summary.trained_tokens > 0
     assert any("rewards/chosen" in h for h in summary.log_history)
+    lora_b = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(bool(p.detach().abs().sum() > 0) for p in lora_b), (
+        "no LoRA B matrix moved from its zero initialisation: the preset did not train (learning rate 0?)")
 
 
 class StopAt(TrainerCallback):
