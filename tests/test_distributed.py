@@ -62,7 +62,7 @@ def test_launch_and_two_spark_commands():
     cpu = distributed.launch_command("out", num_processes=2, max_steps=2, rows=24)
     assert cpu[:5] == [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2"]
     assert "--multi_gpu" in cpu
-    assert cpu[cpu.index("-m") + 1] == "labhelpers.distributed" and cpu[-4:] == ["--max-steps", "2", "--rows", "24"]
+    assert cpu[cpu.index("labhelpers.distributed") - 1] == "-m" and cpu[-4:] == ["--max-steps", "2", "--rows", "24"]
     gpu = distributed.launch_command("out", config_file="fsdp.yaml", method="dpo")
     assert gpu[3:5] == ["--config_file", "fsdp.yaml"] and "--multi_gpu" not in gpu and "dpo" in gpu
     text = distributed.two_spark_commands("fsdp.yaml", main_ip="192.168.100.10")
