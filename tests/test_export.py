@@ -50,6 +50,7 @@ def art(tmp_path_factory):
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
                         task_type="CAUSAL_LM")
+    torch.manual_seed(0)  # LoRA's A init draws from the global generator: fixed here, whatever ran before
     peft_model = get_peft_model(model, config)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # B = 0 at init would make the merge a no-op: give it small random values
