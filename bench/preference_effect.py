@@ -94,9 +94,7 @@ def main() -> None:
                 run = {"method": method, "seed": seed, "measure": measure, "train_s": round(train_s, 1),
                        "score_s": round(time.perf_counter() - t2, 1), "improved": cmp.improved,
                        "accuracy": [cmp.accuracy("before"), cmp.accuracy("after")],
-                       "by_kind": {k: [cmp.accuracy("before", k), cmp.accuracy("after", k),
-                                       sum(g for g, kk in zip(cmp.grew(), cmp.kinds, strict=True) if kk == k)
-                                       / max(1, cmp.kinds.count(k))]
+                       "by_kind": {k: [cmp.accuracy("before", k), cmp.accuracy("after", k), cmp.improved_in(k)]
                                    for k in sorted(set(cmp.kinds))}}
                 runs.append(run)
                 kinds = "  ".join(f"{k}: {v[0]:.2f}->{v[1]:.2f} ({v[2]:.2f} up)" for k, v in run["by_kind"].items())

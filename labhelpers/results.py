@@ -155,8 +155,8 @@ def preference_rows(
 
 
 def _get(row: Any, key: str) -> float | None:
-    value = row.get(key)
-    return None if value is None or value != value else float(value)  # NaN (column of another row) -> None
+    value = _value(row, key)
+    return None if value is None else float(value)
 
 
 def _before_after(row: Any, key: str, fmt: str = ".2f") -> str:
