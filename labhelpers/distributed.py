@@ -28,7 +28,19 @@ METHODS = ("sft", "dpo")
 
 
 def decoder_layer_class(model: Any) -> str:
-    """The class name of the model's transformer block (``LlamaDecoderLayer``...), the unit FSDP wraps and shards."""
+    """The class name of the model's transformer block (``LlamaDecoderLayer``...), the unit FSDP wraps and shards.
+
+    ``model`` is a loaded model, or a name as ``load_model`` takes it (``"model"``, a folder, a hub id): then only
+    its config is read and the architecture is built without weights (``init_empty_weights``), in well under a second.
+    """
+    if isinstance(model, str):
+        from accelerate import init_empty_weights
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from .models import _resolve
+
+        with init_empty_weights():  # every parameter on the meta device: no memory, nothing read from disk
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(_resolve(model)))
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     names = list(getattr(base, "_no_split_modules", None) or [])
     present = {type(m).__name__ for m in base.modules()}

@@ -7,6 +7,8 @@ same model and data always give the same number.
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,11 +61,10 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
-def _answer_logps(
-    model: Any, tokenizer: Any, pairs: Sequence[tuple[Any, Any]], max_length: int | None, batch_size: int
-) -> list[tuple[float, int]]:
-    """(sum of answer-token log-probs, answer-token count) per (prompt, completion), in input order."""
+def _encode(
+    tokenizer: Any, pairs: Sequence[tuple[Any, Any]], max_length: int | None
+) -> list[tuple[list[int], list[int]]]:
+    """``chat_tokens`` of every (prompt, completion), truncated to ``max_length``; a row with no answer left raises."""
     encoded = []
     for idx, (prompt, completion) in enumerate(pairs):
         ids, mask = chat_tokens(tokenizer, prompt, completion)
@@ -75,34 +76,123 @@ def _answer_logps(
                 f"(the prompt fills max_length={max_length}, or the answer is empty)."
             )
         encoded.append((ids, mask))
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # similar lengths pad less
+    return encoded
+
+
+def _shared_prefixes(encoded: list[tuple[list[int], list[int]]]) -> list[tuple[list[int], list[int]]]:
+    """Group sequences by their prompt tokens: (shared prefix ids, indices of the sequences that continue it).
+
+    The prefix stops one token before the first answer token: the suffix starts with the last prompt token,
+    whose logits predict the first answer token. A preference pair's chosen and rejected answers share their
+    prompt, so it is encoded once for both.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ids, mask) in enumerate(encoded):
+        start = mask.index(1) if 1 in mask else len(mask)
+        groups.setdefault(tuple(ids[: max(start - 1, 0)]), []).append(i)
+    return [(list(prefix), members) for prefix, members in groups.items()]
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """Right-pad lists of ints to the longest one: a (len(rows), longest) long tensor."""
+    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+    return out
+
+
+def _takes(model: Any, name: str) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return name in inspect.signature(base.forward).parameters
+
+
+def _common_prefix(rows: Sequence[Sequence[int]]) -> list[int]:
+    first = rows[0]
+    n = min(len(r) for r in rows)
+    for row in rows[1:]:
+        n = next((j for j in range(n) if row[j] != first[j]), n)
+    return list(first[:n])
+
+
+def _prompt_cache(
+    model: Any, prompts: Sequence[Sequence[int]], owner: torch.Tensor, pad: int, keep: dict[str, int]
+) -> tuple[Any, torch.Tensor | None]:
+    """Run a batch of prompts once and return (KV cache, attention mask) with one row per completion (``owner``).
+
+    The tokens every prompt of the batch starts with (a chat template's system prompt) run once, for one row;
+    each prompt's remaining tokens run on top of that, right-padded (the padding stays masked). (None, None)
+    when the prompts are empty.
+    """
+    device = owner.device
+    common = _common_prefix(prompts)
+    cache, past = None, torch.ones((1, len(common)), dtype=torch.long, device=device)
+    if common:
+        cache = model(input_ids=torch.tensor([common], device=device), use_cache=True, **keep).past_key_values
+    rests = [list(p[len(common) :]) for p in prompts]
+    if max(len(r) for r in rests) == 0:  # every prompt is the common part: every completion continues row 0
+        if cache is None:
+            return None, None
+        rows = torch.zeros_like(owner)
+    else:
+        if cache is not None:
+            cache.reorder_cache(torch.zeros(len(prompts), dtype=torch.long, device=device))
+        rest_ids = _pad(rests, pad).to(device)
+        past = torch.cat([past.expand(len(prompts), -1), _pad([[1] * len(r) for r in rests], 0).to(device)], dim=1)
+        positions = len(common) + torch.arange(rest_ids.shape[1], device=device).expand(len(prompts), -1)
+        cache = model(input_ids=rest_ids, attention_mask=past, position_ids=positions, past_key_values=cache,
+                      use_cache=True, **keep).past_key_values
+        rows = owner
+    cache.reorder_cache(rows)  # one copy of its prompt's cache per completion
+    return cache, past[rows]
+
+
+@torch.no_grad()
+def _answer_logps(
+    model: Any, tokenizer: Any, pairs: Sequence[tuple[Any, Any]], max_length: int | None, batch_size: int
+) -> list[tuple[float, int]]:
+    """(sum of answer-token log-probs, answer-token count) per (prompt, completion), in input order.
+
+    Completions of the same prompt share one pass over the prompt: the prompt is run once with the KV cache
+    on (logits for its last position only; the system prompt every prompt of a batch starts with runs once
+    for the batch), the cache is copied for each completion, and only the completions run on top of it. On the
+    48 held-out preference pairs (prompt ~45 tokens, ~20 of them the system prompt; answers ~27) that took 0.63 of
+    the time of scoring every full sequence (8.6 s vs 13.6 s, 2 CPU cores, side by side, 3 runs each). The
+    scores agree with a full forward pass to float rounding (``tests/test_evaluation.py``). ``batch_size``
+    counts prompts per pass.
+    """
+    encoded = _encode(tokenizer, pairs, max_length)
+    groups = _shared_prefixes(encoded)
+    prefix_len = {i: len(prefix) for prefix, members in groups for i in members}
+    order = sorted(range(len(groups)), key=lambda g: (len(groups[g][0]), len(groups[g][1])))  # pad less
     was_training = model.training
     model.eval()
     device = _device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    keep = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
     results: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
     try:
         for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            width = max(len(encoded[i][0]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            attn = torch.zeros((len(chunk), width), dtype=torch.long)
-            answer = torch.zeros((len(chunk), width), dtype=torch.bool)
-            for row, i in enumerate(chunk):
-                n = len(encoded[i][0])
-                ids[row, :n] = torch.tensor(encoded[i][0])
-                attn[row, :n] = 1
-                answer[row, :n] = torch.tensor(encoded[i][1], dtype=torch.bool)
-            ids, attn, answer = ids.to(device), attn.to(device), answer.to(device)
-            logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]
+            chunk = [groups[g] for g in order[start : start + batch_size]]
+            members = [i for _, group in chunk for i in group]
+            owner = torch.tensor([row for row, (_, group) in enumerate(chunk) for _ in group], device=device)
+            suffixes = [encoded[i][0][prefix_len[i] :] for i in members]
+            width = max(len(s) for s in suffixes)
+            suffix_ids = _pad(suffixes, pad).to(device)
+            suffix_attn = _pad([[1] * len(s) for s in suffixes], 0).to(device)
+            answer = _pad([encoded[i][1][prefix_len[i] :] for i in members], 0).bool().to(device)
+            lengths = torch.tensor([prefix_len[i] for i in members], device=device)
+            position_ids = lengths[:, None] + torch.arange(width, device=device)[None, :]
+            cache, prompt_attn = _prompt_cache(model, [prefix for prefix, _ in chunk], owner, pad, keep)
+            attn = suffix_attn if cache is None else torch.cat([prompt_attn, suffix_attn], dim=1)
+            logits = model(input_ids=suffix_ids, attention_mask=attn, position_ids=position_ids,
+                           past_key_values=cache, use_cache=cache is not None).logits[:, :-1]
             target = answer[:, 1:]  # token t is predicted from position t-1
             # only the answer positions go to fp32: small even for a 128k vocabulary
             picked = logits[target].float().log_softmax(-1)
-            token_logps = picked.gather(-1, ids[:, 1:][target].unsqueeze(-1)).squeeze(-1)
+            token_logps = picked.gather(-1, suffix_ids[:, 1:][target].unsqueeze(-1)).squeeze(-1)
             counts = target.sum(-1).tolist()
-            sums = torch.split(token_logps, counts)
-            for row, i in enumerate(chunk):
-                results[i] = (float(sums[row].sum()), int(counts[row]))
+            for i, part, n in zip(members, torch.split(token_logps, counts), counts, strict=True):
+                results[i] = (float(part.sum()), int(n))
     finally:
         if was_training:
             model.train()
@@ -189,9 +279,22 @@ def preference_pairs(
             "rejected_logp": r[0],
             "margin": c[0] - r[0],
             "margin_per_token": c[0] / c[1] - r[0] / r[1],
+            "log_odds_ratio": log_odds_ratio(c[0] / c[1], r[0] / r[1]),
         }
         for c, r in zip(scores[0::2], scores[1::2], strict=True)
     ]
+
+
+def log_odds_ratio(mean_chosen: float, mean_rejected: float) -> float:
+    """ORPO's log odds ratio from each answer's mean log-prob per token m: p = e^m, odds = p / (1 - p).
+
+    log odds(chosen) - log odds(rejected) = (m_c - m_r) - (log(1 - e^m_c) - log(1 - e^m_r)). Its sign is the
+    per-token margin's; how much it moves is not: a pair whose answers are both likely weighs more.
+    """
+    def log1m_exp(m: float) -> float:  # log(1 - e^m), finite even where float rounding gives m = 0 (p = 1)
+        return math.log(-math.expm1(min(m, -1e-12)))
+
+    return (mean_chosen - mean_rejected) - (log1m_exp(mean_chosen) - log1m_exp(mean_rejected))
 
 
 def summarize_pairs(pairs: Sequence[dict[str, float]]) -> dict[str, float]:
@@ -204,6 +307,7 @@ def summarize_pairs(pairs: Sequence[dict[str, float]]) -> dict[str, float]:
         "margin": sum(p["margin"] for p in pairs) / n,
         "accuracy_per_token": sum(p["margin_per_token"] > 0 for p in pairs) / n,
         "margin_per_token": sum(p["margin_per_token"] for p in pairs) / n,
+        "log_odds_ratio": sum(p["log_odds_ratio"] for p in pairs) / n,
         "chosen_logp": sum(p["chosen_logp"] for p in pairs) / n,
         "rejected_logp": sum(p["rejected_logp"] for p in pairs) / n,
         "n": n,

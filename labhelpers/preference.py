@@ -25,10 +25,15 @@ from typing import Any
 from . import evaluation, task
 from .models import generate
 
-MEASURES = {"summed": ("margin", "accuracy"), "per_token": ("margin_per_token", "accuracy_per_token")}
+MEASURES = {"summed": ("margin", "accuracy"), "per_token": ("margin_per_token", "accuracy_per_token"),
+            "odds_ratio": ("log_odds_ratio", "accuracy_per_token")}  # same sign as the per-token margin
 _NAMES = {"accuracy": "preference accuracy", "margin": "mean margin (nats)",
           "accuracy_per_token": "per-token accuracy", "margin_per_token": "per-token margin (nats/token)",
+          "log_odds_ratio": "mean log odds ratio",
           "chosen_logp": "log p(chosen)", "rejected_logp": "log p(rejected)"}
+
+
+_CACHE_VERSION = 2  # raised whenever a pair's fields change (2: log_odds_ratio), so no stale file is read back
 
 
 @dataclass
@@ -64,8 +69,8 @@ def weights_fingerprint(model: Any) -> str:
 def _cache_file(model: Any, tokenizer: Any, rows: list[dict[str, Any]], lab: Any, n_show: int) -> Path:
     import hashlib
 
-    key = json.dumps([weights_fingerprint(model), getattr(tokenizer, "name_or_path", ""), rows, lab.max_length,
-                      n_show, lab.eval_max_new_tokens], sort_keys=True, default=str)
+    key = json.dumps([_CACHE_VERSION, weights_fingerprint(model), getattr(tokenizer, "name_or_path", ""), rows,
+                      lab.max_length, n_show, lab.eval_max_new_tokens], sort_keys=True, default=str)
     return lab.output_dir / "cache" / "preference" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
@@ -266,7 +271,7 @@ class PreferenceComparison:
         ax_pairs.plot([low, high], [low, high], color="grey", lw=0.8)  # on the line: the pair did not move
         ax_pairs.axhline(0.0, color="grey", lw=0.8, ls="--")
         ax_pairs.axvline(0.0, color="grey", lw=0.8, ls="--")
-        unit = "nats" if self.measure == "summed" else "nats/token"
+        unit = {"summed": "nats", "per_token": "nats/token", "odds_ratio": "log odds ratio"}[self.measure]
         ax_pairs.set(title=f"each held-out pair's margin (green: grew, {self.improved:.0%})",
                      xlabel=f"before ({unit})", ylabel=f"after ({unit})")
         fig.suptitle(f"{self.method.upper()}: before vs after training")
@@ -315,5 +320,6 @@ class PreferenceComparison:
 
 def compare(method: str, before: HeldoutScores, after: HeldoutScores, heldout: Any,
             measure: str = "summed") -> PreferenceComparison:
-    """Compare a method's held-out scores before and after training (``measure``: "summed" or "per_token")."""
+    """Compare a method's held-out scores before and after training on the margin it optimises (``measure``):
+    "summed" (DPO, KTO), "per_token" (SimPO) or "odds_ratio" (ORPO's log odds ratio)."""
     return PreferenceComparison(method, before, after, list(heldout), measure)

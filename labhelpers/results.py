@@ -177,6 +177,8 @@ def preference_table(rows: Any) -> Any:
         improved, seconds, steps = _get(row, "pairs_improved"), _get(row, "wall_time_s"), _get(row, "steps")
         out["pairs improved"] = "n/a" if improved is None else f"{improved:.0%}"
         out["margin"] = _before_after(row, "margin", "+.3f")
+        lr, beta = _get(row, "learning_rate"), _get(row, "beta")
+        out["lr, beta"] = "n/a" if lr is None or beta is None else f"{lr:g}, {beta:g}"
         out["training (s)"] = "n/a" if seconds is None else f"{seconds:.0f}"
         out["s per step"] = "n/a" if seconds is None or not steps else f"{seconds / steps:.2f}"
         memory, passes = _get(row, "peak_memory_gb"), _get(row, "reference_passes")

@@ -165,12 +165,18 @@ def simpo_config(
 def orpo_config(
     lab: Profile | None, output_dir: str | Path, *, group_by_length: bool = False, **overrides: Any
 ) -> Any:
-    """``trl.experimental.orpo.ORPOConfig``: SFT loss + ``beta`` (the paper's lambda, 0.1) x odds-ratio."""
+    """``trl.experimental.orpo.ORPOConfig``: SFT loss + ``beta`` (lambda) x odds ratio.
+
+    lambda and the learning rate come from the profile: the paper's 0.1 on the full profile; the smoke profile's
+    8 steps need a heavier odds-ratio term (``profiles.py`` gives the measurements).
+    """
     from trl.experimental.orpo import ORPOConfig
 
     lab = _lab(lab)
     base = _preference(lab, output_dir, group_by_length, _steps(lab, "preference"))
-    base.update(beta=0.1, remove_unused_columns=False)  # ORPOTrainer's collator needs all columns
+    base.update(beta=lab.orpo_lambda, remove_unused_columns=False)  # ORPOTrainer's collator needs all columns
+    if lab.orpo_learning_rate is not None:
+        base["learning_rate"] = lab.orpo_learning_rate
     return ORPOConfig(**_merge(base, overrides))
 
 

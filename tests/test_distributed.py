@@ -25,6 +25,16 @@ def test_the_layer_to_wrap_is_read_from_the_model(tiny_llama):
         adapted.unload()
 
 
+def test_the_layer_to_wrap_is_read_from_a_config_without_loading_weights(tmp_path):
+    from transformers import LlamaConfig, Qwen2Config
+
+    for config, expected in ((LlamaConfig, "LlamaDecoderLayer"), (Qwen2Config, "Qwen2DecoderLayer")):
+        folder = tmp_path / expected
+        config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=128).save_pretrained(folder)  # a config, no weight file
+        assert distributed.decoder_layer_class(str(folder)) == expected
+
+
 def test_a_model_without_a_known_block_is_named():
     import torch
 

@@ -185,3 +185,47 @@ def test_side_by_side_table_and_text():
     assert text.splitlines()[0].split(" | ")[0].strip() == "prompt" and len(text.splitlines()) == 4
     with pytest.raises(ValueError, match="one entry per prompt"):
         side_by_side(prompts, ["only one"], ["a", "b"])
+
+
+def test_scoring_runs_each_prompt_once_and_matches_a_full_forward_pass(model, tokenizer):
+    """Completions of one prompt share a cached pass over it; every score still equals the unbatched full pass."""
+    from labhelpers.evaluation import completion_logps, token_logps
+
+    pairs = preference_rows()
+    rows = [{"prompt": r["prompt"], "completion": r[side]} for r in pairs for side in ("chosen", "rejected")]
+    rows.append({"prompt": [{"role": "user", "content": "A much longer question, " * 6 + "alone?"}],
+                 "completion": [{"role": "assistant", "content": "Answer: yes\nLab: 3.1.2"}]})  # fmt: skip
+    full = []
+    for row in rows:
+        ids, mask = chat_tokens(tokenizer, row["prompt"], row["completion"])
+        full.append((len(ids), float(token_logps(model, ids)[torch.tensor(mask[1:], dtype=torch.bool)].sum())))
+    seen = []
+    backbone = model.get_decoder()
+    handle = backbone.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"].ne(-1).sum().item()),
+                                                with_kwargs=True)
+    try:
+        for batch_size in (1, 2, 16):
+            seen.clear()
+            scores = completion_logps(model, tokenizer, rows, batch_size=batch_size)
+            assert scores == pytest.approx([s for _, s in full], abs=1e-3), f"batch_size={batch_size}"
+    finally:
+        handle.remove()
+    # one batch of 16 prompts, three passes: the system prompt they all start with (one row), the rest of each
+    # prompt once (padded), the completions; fewer tokens in all, padding included, than the full sequences
+    first = chat_tokens(tokenizer, rows[0]["prompt"], rows[0]["completion"])[0]
+    other = chat_tokens(tokenizer, rows[-1]["prompt"], rows[-1]["completion"])[0]
+    shared = next(j for j, (a, b) in enumerate(zip(first, other, strict=False)) if a != b)  # system prompt's tokens
+    assert len(seen) == 3 and seen[0] == shared > 0, (seen, shared)
+    assert sum(seen) < sum(n for n, _ in full), (seen, [n for n, _ in full])
+
+
+def test_log_odds_ratio_is_orpos_formula_with_the_per_token_margins_sign():
+    from labhelpers.evaluation import log_odds_ratio
+
+    for m_c, m_r in ((-0.5, -1.5), (-2.0, -0.3), (-0.01, -0.02)):
+        odds = [math.exp(m) / (1 - math.exp(m)) for m in (m_c, m_r)]
+        assert log_odds_ratio(m_c, m_r) == pytest.approx(math.log(odds[0] / odds[1]), rel=1e-9)
+        assert (log_odds_ratio(m_c, m_r) > 0) == (m_c > m_r)
+    # both answers rise by the same 0.1 nats/token: the per-token margin stays, the odds ratio grows (chosen likelier)
+    assert log_odds_ratio(-0.4, -1.4) > log_odds_ratio(-0.5, -1.5)
+    assert math.isfinite(log_odds_ratio(0.0, -1.0))  # p = 1 after float rounding: clamped, not log(0)

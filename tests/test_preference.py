@@ -57,8 +57,10 @@ def test_rejected_kind_names_the_row_and_the_missing_field():
 
 def scores(margins: list[float]) -> preference.HeldoutScores:
     """Pairs with the given summed margins (chosen -10 nats, 5 tokens per answer) and a fixed task score."""
-    pairs = [{"chosen_logp": -10.0, "rejected_logp": -10.0 - m, "margin": m, "margin_per_token": m / 5}
-             for m in margins]
+    from labhelpers.evaluation import log_odds_ratio
+
+    pairs = [{"chosen_logp": -10.0, "rejected_logp": -10.0 - m, "margin": m, "margin_per_token": m / 5,
+              "log_odds_ratio": log_odds_ratio(-2.0, (-10.0 - m) / 5)} for m in margins]
     return preference.HeldoutScores(pairs, ["a"], {"n": 1, "format_rate": 0.0, "lab_accuracy": 0.0})
 
 

@@ -107,7 +107,12 @@ def test_preference_presets_types_and_length_grouping(lab, tmp_path):
     from trl.experimental.orpo import ORPOConfig
 
     assert isinstance(T.dpo_config(lab, tmp_path), DPOConfig)
-    assert isinstance(T.orpo_config(lab, tmp_path), ORPOConfig) and T.orpo_config(lab, tmp_path).beta == 0.1
+    orpo = T.orpo_config(lab, tmp_path)
+    assert isinstance(orpo, ORPOConfig) and (orpo.beta, orpo.learning_rate) == (10.0, 1e-3)  # smoke: profiles.py
+    from labhelpers.profiles import with_overrides
+
+    full = T.orpo_config(with_overrides(lab, orpo_lambda=0.1, orpo_learning_rate=None), tmp_path)
+    assert (full.beta, full.learning_rate) == (0.1, lab.pref_learning_rate)  # the paper's lambda, the shared rate
     kto = T.kto_config(lab, tmp_path)
     assert isinstance(kto, KTOConfig) and kto.train_sampling_strategy == "sequential"  # KTO's KL needs it
     grouped = T.dpo_config(lab, tmp_path, group_by_length=True)
