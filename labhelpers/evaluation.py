@@ -155,8 +155,8 @@ def _answer_logps(
     Completions of the same prompt share one pass over the prompt: the prompt is run once with the KV cache
     on (logits for its last position only; the system prompt every prompt of a batch starts with runs once
     for the batch), the cache is copied for each completion, and only the completions run on top of it. On the
-    48 held-out preference pairs (prompt ~45 tokens, ~20 of them the system prompt; answers ~27) that took 0.63 of
-    the time of scoring every full sequence (8.6 s vs 13.6 s, 2 CPU cores, side by side, 3 runs each). The
+    48 held-out preference pairs (prompt ~45 tokens, ~20 of them the system prompt; answers ~27) that took 0.65 of
+    the time of scoring every full sequence (``python bench/scoring.py``: 9.1 s vs 14.2 s, 2 CPU cores). The
     scores agree with a full forward pass to float rounding (``tests/test_evaluation.py``). ``batch_size``
     counts prompts per pass.
     """
