@@ -106,8 +106,8 @@ class Profile:
             f"QLoRA   : {self.big_model}",
             f"device  : {dev}",
             f"steps   : {self._steps_line()}",
-            f"lr      : SFT {self.learning_rate:g}, preference {self.pref_learning_rate:g} ({self.lr_scheduler}); "
-            f"seed {self.seed}",
+            f"lr      : SFT {self.learning_rate:g}, preference {self.pref_learning_rate:g} ({self.lr_scheduler}; "
+            f"ORPO {self.orpo_learning_rate or self.pref_learning_rate:g}, lambda {self.orpo_lambda:g}); seed {self.seed}",
             f"data    : SFT {self.sft_train_rows}, preference {self.pref_train_rows}, KTO "
             f"{self.kto_train_rows} train rows; held-out: {self.eval_rows} SFT rows, {self.pref_eval_rows} pairs",
             f"outputs : {self.output_dir}",

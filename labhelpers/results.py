@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .profiles import Profile, outputs_root, profile
+from .task import REJECTED_KINDS
 
 RESULTS_FILE = "results.jsonl"
 COLUMNS = [
@@ -110,12 +111,6 @@ def load_results(profile: str | None = None, path: str | Path | None = None) -> 
 PREFERENCE_LABS: dict[str, str] = {"dpo": "06_dpo", "simpo": "07_simpo", "orpo": "08_orpo", "kto": "09_kto"}
 
 
-def _kinds() -> dict[str, str]:
-    from .task import REJECTED_KINDS
-
-    return REJECTED_KINDS
-
-
 def _value(row: dict[str, Any], key: str) -> Any:
     value = row.get(key)
     if isinstance(value, float):  # pandas reads a column some rows lack as floats, NaN where missing
@@ -172,7 +167,7 @@ def preference_table(rows: Any) -> Any:
     table = {}
     for row in rows.to_dict("records"):
         out = {"margin measure": row.get("measure", "n/a")}
-        out.update({label: _before_after(row, f"accuracy_{kind}") for kind, label in _kinds().items()})
+        out.update({label: _before_after(row, f"accuracy_{kind}") for kind, label in REJECTED_KINDS.items()})
         out["all pairs"] = _before_after(row, "accuracy")
         improved, seconds, steps = _get(row, "pairs_improved"), _get(row, "wall_time_s"), _get(row, "steps")
         out["pairs improved"] = "n/a" if improved is None else f"{improved:.0%}"
@@ -195,7 +190,7 @@ def preference_findings(rows: Any) -> list[str]:
     lines = []
     for row in records:
         moves = []
-        for kind, label in _kinds().items():
+        for kind, label in REJECTED_KINDS.items():
             before, after = _get(row, f"accuracy_{kind}_before"), _get(row, f"accuracy_{kind}_after")
             if before is not None and after is not None:
                 verb = "rose" if after > before else "fell" if after < before else "did not move"
@@ -246,7 +241,7 @@ def plot_results(df: Any) -> Any:
         raise ValueError("plot_results: no results yet; each lab adds its row with save_result(...).")
     methods = list(df["method"])
     x = list(range(len(methods)))
-    kinds = [k for k in _kinds() if f"accuracy_{k}_after" in df and f"accuracy_{k}_before" in df]
+    kinds = [k for k in REJECTED_KINDS if f"accuracy_{k}_after" in df and f"accuracy_{k}_before" in df]
     panels = ["accuracy"] + (["kinds"] if kinds else []) + (["improved"] if "pairs_improved" in df else [])
     panels += (["time"] if "wall_time_s" in df else []) + ["memory"]
     cols = min(len(panels), 3)
@@ -266,7 +261,7 @@ def plot_results(df: Any) -> Any:
         for j, kind in enumerate(kinds):
             change = df[f"accuracy_{kind}_after"].astype(float) - df[f"accuracy_{kind}_before"].astype(float)
             ax["kinds"].bar([i - 0.4 + width * (j + 0.5) for i in x], change.fillna(0.0), width=width,
-                            label=_kinds()[kind])  # fmt: skip
+                            label=REJECTED_KINDS[kind])  # fmt: skip
         ax["kinds"].axhline(0.0, color="grey", lw=0.8)
         ax["kinds"].set(title="accuracy change, by kind of rejected answer")
         ax["kinds"].legend(loc="best", fontsize="small")
