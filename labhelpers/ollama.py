@@ -6,16 +6,20 @@ with its library of known templates and takes the closest one (``template.Named`
 < 100 characters), or falls back to ``{{ .Prompt }}`` -- the raw text, no chat format at all.
 
 ``ollama_template`` therefore *derives* the TEMPLATE mechanically: it renders the tokenizer's chat
-template with placeholder strings, cuts the result at the placeholders and puts ``{{ .System }}``,
-``{{ .Prompt }}``, ``{{ .Response }}`` there; a default system prompt the template injects becomes
-the Modelfile's ``SYSTEM``. It then re-renders several chats through Ollama's rules
-(``render_ollama_prompt``) and keeps the TEMPLATE only if every one equals the HF rendering exactly.
-Where a template cannot be written that way (Llama 3.1 always emits a dated system header), it
-*defers* to Ollama's detection and says so in the Modelfile. No model family's format is typed by hand.
+template with placeholder strings, cuts the result at the placeholders and puts the Go fields there; a
+default system prompt the template injects becomes the Modelfile's ``SYSTEM``. The per-turn form first
+(``{{ .System }}``, ``{{ .Prompt }}``, ``{{ .Response }}``, run once per turn); where that cannot hold the chat
+(Llama 3.1 writes its dated system block into every chat, with or without a system message), the ``.Messages``
+form (``{{ range .Messages }}``, run once over the whole chat). It then re-renders several chats through
+Ollama's rules (``render_ollama_prompt``) and keeps the TEMPLATE only if every one equals the HF rendering
+exactly; ``served_differences`` names the kinds of chat Ollama would still build differently (Llama 3.1's
+template trims message text; Ollama's template functions have no trim). Only a template neither form can
+hold is *deferred* to Ollama's detection, said so in the Modelfile. No model family's format is typed by hand.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -37,11 +41,15 @@ class OllamaUnavailable(RuntimeError):
 
 @dataclass
 class OllamaTemplate:
-    """A derived Go TEMPLATE (or None = defer to Ollama's detection), its default SYSTEM and the reason."""
+    """A derived Go TEMPLATE (or None = defer to Ollama's detection), its default SYSTEM and the reason.
+
+    ``turn_end``: the text the template writes after an assistant message (where the stop tokens are found).
+    """
 
     template: str | None
     system: str | None
     reason: str
+    turn_end: str = ""
 
 
 @dataclass
@@ -55,6 +63,7 @@ class ModelfileInfo:
     stop: list[str] = field(default_factory=list)
     template_source: str = "derived"  # or "deferred"
     reason: str = ""
+    differences: list[str] = field(default_factory=list)  # PROBE_CHATS Ollama builds unlike the chat template
 
     def __str__(self) -> str:
         return self.text
@@ -154,15 +163,29 @@ def _without_system(render: Any, full: str, two: str, user_only: str, eos: str) 
         if chat[0]["role"] != "system" and render_ollama_prompt(template, chat) != render(chat, True):
             return _defer(f"the derived TEMPLATE does not reproduce the {'/'.join(m['role'] for m in chat)} chat")
     return OllamaTemplate(template, None, "derived from the tokenizer's chat template; reproduces it exactly for "
-                          "user and multi-turn chats (the template has no system role, so neither has the TEMPLATE)")
+                          "user and multi-turn chats (the template has no system role, so neither has the TEMPLATE)",
+                          turn_end=f)
 
 
 def ollama_template(tokenizer: Any, add_bos: bool = False) -> OllamaTemplate:
     """Derive an Ollama TEMPLATE (+ default SYSTEM) from the tokenizer's chat template, checked exactly.
 
-    ``add_bos``: llama.cpp adds the BOS token itself (GGUF ``tokenizer.ggml.add_bos_token``), so a
-    leading BOS the chat template writes is left out of the TEMPLATE.
+    The per-turn (legacy) form first; where it cannot express the chat, the ``.Messages`` form
+    (``_messages_template``). ``add_bos``: llama.cpp adds the BOS token itself (GGUF
+    ``tokenizer.ggml.add_bos_token``), so a leading BOS the chat template writes is left out of the TEMPLATE.
     """
+    legacy, render = _legacy_template(tokenizer, add_bos)
+    if legacy.template is not None:
+        return legacy
+    messages = _messages_template(render)
+    if messages.template is not None:
+        return messages
+    return _defer(f"{legacy.reason}; as a .Messages template: {messages.reason}")
+
+
+def _legacy_template(tokenizer: Any, add_bos: bool) -> tuple[OllamaTemplate, Any]:
+    """The per-turn TEMPLATE (``.System``/``.Prompt``/``.Response``) if it reproduces the chat template, and the
+    renderer (the chat template, minus the BOS llama.cpp adds) the ``.Messages`` derivation reuses."""
     bos = tokenizer.bos_token if add_bos and tokenizer.bos_token else ""
 
     def render(messages: Messages, gen: bool) -> str:
@@ -177,43 +200,136 @@ def ollama_template(tokenizer: Any, add_bos: bool = False) -> OllamaTemplate:
         no_system = _without_system(render, render([user_m, asst_m], False), render([user_m, asst_m, user2], True),
                                     user_only, eos)
     except Exception as err:  # a template that needs extra variables
-        return _defer(f"the chat template cannot render a user+assistant chat ({err})")
+        return _defer(f"the chat template cannot render a user+assistant chat ({err})"), render
     try:
         full = render([sys_m, user_m, asst_m], False)
         gen1 = render([sys_m, user_m], True)
         two = render([sys_m, user_m, asst_m, user2], True)
     except Exception:  # the template refuses a system message (Gemma, Mistral): derive the chat turns alone
-        return no_system
+        return no_system, render
     full = _trim_final_eos(full, two, eos)
     if any(full.count(p) != 1 for p in (_S, _P, _R)) or not full.index(_S) < full.index(_P) < full.index(_R):
-        return _defer("the chat template does not keep system, user and assistant text in order")
+        return _defer("the chat template does not keep system, user and assistant text in order"), render
     a, rest = full.split(_S)
     bc, rest = rest.split(_P)
     x, f = rest.split(_R)
     if gen1 != a + _S + bc + _P + x:
-        return _defer("its generation prompt is not the prefix of an assistant turn")
+        return _defer("its generation prompt is not the prefix of an assistant turn"), render
     if not two.startswith(full) or _P2 not in two:
-        return _defer("earlier turns render differently from the last one")
+        return _defer("earlier turns render differently from the last one"), render
     c = two[len(full) : two.index(_P2)]
     if two != full + c + _P2 + x or not bc.endswith(c):
-        return _defer("a second user turn does not repeat the first turn's format")
+        return _defer("a second user turn does not repeat the first turn's format"), render
     b = bc[: len(bc) - len(c)] if c else bc
     system = None
     if user_only != c + _P + x:
         tail = b + c + _P + x
         if not (user_only.startswith(a) and user_only.endswith(tail)) or len(user_only) <= len(a) + len(tail):
-            return _defer("without a system message it writes a system block Ollama cannot express")
+            return _defer("without a system message it writes a system block Ollama cannot express"), render
         system = user_only[len(a) : len(user_only) - len(tail)]
     pieces = (a, b, c, x, f)
     if any("{{" in p or '"""' in p for p in pieces):
-        return _defer("its text contains '{{' or '\"\"\"', which a Modelfile TEMPLATE cannot hold verbatim")
+        return _defer("its text contains '{{' or '\"\"\"', which a Modelfile TEMPLATE cannot hold verbatim"), render
     template = (f"{{{{ if .System }}}}{a}{{{{ .System }}}}{b}{{{{ end }}}}"
                 f"{{{{ if .Prompt }}}}{c}{{{{ .Prompt }}}}{x}{{{{ end }}}}{{{{ .Response }}}}{f}")
     for chat in _CHECK_CHATS:
         if render_ollama_prompt(template, chat, system) != render(chat, True):
-            return _defer(f"the derived TEMPLATE does not reproduce the {'/'.join(m['role'] for m in chat)} chat")
+            return _defer(f"the derived TEMPLATE does not reproduce the {'/'.join(m['role'] for m in chat)} chat"), render
     return OllamaTemplate(template, system, "derived from the tokenizer's chat template; reproduces it exactly "
-                          "for user, system+user and multi-turn chats")
+                          "for user, system+user and multi-turn chats", turn_end=f), render
+
+
+def _messages_template(render: Any) -> OllamaTemplate:
+    """A ``.Messages`` TEMPLATE, which Ollama runs once over the whole chat, cut from placeholder renderings.
+
+    The chat template's text is split into: a system block ``A`` + system text + ``B`` (or ``N`` without a system
+    message), each user message between ``U1`` and ``U2``, each assistant message between ``R1`` and ``R2``, and
+    the generation prompt ``G``. That form holds a block written into every chat (Llama 3.1's dated system header),
+    which a per-turn TEMPLATE would repeat on each turn. Kept only if Ollama's rendering of every check chat equals
+    the chat template's exactly.
+    """
+    sys_m, user_m, asst_m = ({"role": r, "content": c} for r, c in (("system", _S), ("user", _P), ("assistant", _R)))
+    user2 = {"role": "user", "content": _P2}
+    try:
+        su, two = render([sys_m, user_m], True), render([sys_m, user_m, asst_m, user2], True)
+        u, u_open = render([user_m], True), render([user_m], False)
+    except Exception as err:  # no system role (Gemma, Mistral): the per-turn form already covers those
+        return _defer(f"the chat template cannot render a system+user chat ({err})")
+    if any(t.count(p) != 1 for t, ps in ((su, (_S, _P)), (two, (_S, _P, _R, _P2)), (u, (_P,)), (u_open, (_P,)))
+           for p in ps):  # fmt: skip
+        return _defer("the chat template does not write each message once")
+    a, y, tail = su[: su.index(_S)], su[su.index(_S) + len(_S) : su.index(_P)], su[su.index(_P) + len(_P) :]
+    first = su[: su.index(_P) + len(_P)]
+    if not two.startswith(first) or not two.endswith(_P2 + tail):
+        return _defer("a later turn changes how the first one is written")
+    x1, rest = two[len(first) :].split(_R)
+    x2 = rest[: rest.index(_P2)]
+    u2 = u_open[u_open.index(_P) + len(_P) :]
+    if not (tail.startswith(u2) and x1.startswith(u2)):
+        return _defer("a user message does not end the same way in every chat")
+    gen, r1 = tail[len(u2) :], x1[len(u2) :]
+    if x2.startswith(u2) and y.endswith(x2[len(u2) :]):  # each message ends alike (Llama 3.1: <|eot_id|>)
+        r2, u1 = u2, x2[len(u2) :]
+    else:  # else the longest text every user message starts with: the common end of what precedes it
+        u1 = x2[len(x2) - len(os.path.commonprefix([x2[::-1], y[::-1]])) :]
+        r2 = x2[: len(x2) - len(u1)]
+    b = y[: len(y) - len(u1)]
+    if not u.endswith(u1 + _P + tail):
+        return _defer("without a system message the first user message is written differently")
+    n = u[: len(u) - len(u1 + _P + tail)]
+    system = None
+    if n == a + b:  # a system block in every chat, empty without a system message (Llama 3.1)
+        head = f"{a}{{{{ .System }}}}{b}"
+    elif n == "":
+        head = f"{{{{ if .System }}}}{a}{{{{ .System }}}}{b}{{{{ end }}}}"
+    elif n.startswith(a) and n.endswith(b):  # a default system prompt: the Modelfile's SYSTEM, always sent
+        head, system = f"{a}{{{{ .System }}}}{b}", n[len(a) : len(n) - len(b)]
+    else:
+        return _defer("without a system message it writes a block that is not its system block")
+    pieces = (a, b, u1, u2, r1, r2, gen)
+    if any("{{" in p or '"""' in p for p in pieces):
+        return _defer("its text contains '{{' or '\"\"\"', which a Modelfile TEMPLATE cannot hold verbatim")
+    template = (f"{head}{{{{ range .Messages }}}}{{{{ if eq .Role \"user\" }}}}{u1}{{{{ .Content }}}}{u2}"
+                f"{{{{ else if eq .Role \"assistant\" }}}}{r1}{{{{ .Content }}}}{r2}{{{{ end }}}}{{{{ end }}}}{gen}")
+    for chat in _CHECK_CHATS:
+        if render_ollama_prompt(template, chat, system) != render(chat, True):
+            return _defer(f"the .Messages TEMPLATE does not reproduce the {'/'.join(m['role'] for m in chat)} chat")
+    return OllamaTemplate(template, system, "derived from the tokenizer's chat template as a .Messages template "
+                          "(its system block is in every chat, which a per-turn template cannot write); reproduces "
+                          "it exactly for user, system+user and multi-turn chats", turn_end=r2)
+
+
+# Chats where Ollama's way of building a prompt can differ from the chat template's: (what, messages).
+PROBE_CHATS: list[tuple[str, Messages]] = [
+    ("message text that starts or ends with spaces or newlines",
+     [{"role": "user", "content": "  Which lab covers DPO? \n"}]),
+    ("two user messages in a row (Ollama joins them with a blank line)",
+     [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Which lab covers DPO?"}]),
+    ("a system message after the first turn",
+     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+      {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Which lab covers DPO?"}]),
+    ("two system messages (Ollama's .System joins them)",
+     [{"role": "system", "content": "Be brief."}, {"role": "system", "content": "Answer in English."},
+      {"role": "user", "content": "Which lab covers DPO?"}]),
+]  # fmt: skip
+
+
+def served_differences(tokenizer: Any, template: str, system: str | None = None, add_bos: bool = False) -> list[str]:
+    """The probe chats (``PROBE_CHATS``) that Ollama would build differently from the chat template, by name.
+
+    A chat the chat template itself refuses (roles that must alternate) is not a difference; the check chats of
+    the derivation are equal by construction.
+    """
+    bos = tokenizer.bos_token if add_bos and tokenizer.bos_token else ""
+    found = []
+    for what, chat in PROBE_CHATS:
+        try:
+            expected = _render(tokenizer, chat, True)
+        except Exception:  # the chat template refuses this chat: nothing to compare
+            continue
+        if render_ollama_prompt(template, chat, system) != expected.removeprefix(bos):
+            found.append(what)
+    return found
 
 
 _CHECK_CHATS: list[Messages] = [
@@ -225,7 +341,7 @@ _CHECK_CHATS: list[Messages] = [
 ]
 
 
-def _stop_tokens(tokenizer: Any, template: str | None, folder: Path | None) -> list[str]:
+def _stop_tokens(tokenizer: Any, turn_end: str, folder: Path | None) -> list[str]:
     """EOS, the generation config's EOS ids, and the special tokens that close an assistant turn."""
     stops = [tokenizer.eos_token]
     config = folder / "generation_config.json" if folder else None
@@ -234,9 +350,7 @@ def _stop_tokens(tokenizer: Any, template: str | None, folder: Path | None) -> l
 
         eos = json.loads(config.read_text()).get("eos_token_id")
         stops += tokenizer.convert_ids_to_tokens(eos if isinstance(eos, list) else [eos]) if eos is not None else []
-    if template:
-        after = template.split("{{ .Response }}")[-1]
-        stops += [t for t in tokenizer.all_special_tokens if t and t in after]
+    stops += [t for t in tokenizer.all_special_tokens if t and t in turn_end]
     return list(dict.fromkeys(s for s in stops if s))
 
 
@@ -277,7 +391,7 @@ def write_modelfile(
         raise ValueError(f"{gguf.name} embeds another chat template than this tokenizer: export it from the same folder.")
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
     derived = ollama_template(tokenizer, add_bos=add_bos)
-    stop = _stop_tokens(tokenizer, derived.template, folder)
+    stop = _stop_tokens(tokenizer, derived.turn_end, folder)
     values: dict[str, Any] = {"temperature": 0.7, **(params or {})}
     extra_stop = values.pop("stop", [])
     stop = list(dict.fromkeys(stop + ([extra_stop] if isinstance(extra_stop, str) else list(extra_stop))))
@@ -300,8 +414,9 @@ def write_modelfile(
     text = "\n".join(lines) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    differences = served_differences(tokenizer, derived.template, system_text, add_bos) if derived.template else []
     return ModelfileInfo(out, text, derived.template, system_text, stop,
-                         "derived" if derived.template else "deferred", derived.reason)
+                         "derived" if derived.template else "deferred", derived.reason, differences)
 
 
 def ollama_available(timeout: float = 1.0) -> bool:
@@ -338,8 +453,6 @@ def ollama_create(name: str, modelfile: str | Path, *, quantize: str | None = No
     if not ollama_available():
         raise _unavailable(name, modelfile)
     cmd = ["ollama", "create", name, "-f", str(modelfile)] + (["--quantize", quantize] if quantize else [])
-    import os
-
     env = {**os.environ, "OLLAMA_HOST": OLLAMA_URL.removeprefix("http://")}
     proc = subprocess.run(cmd, cwd=modelfile.parent, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:

@@ -63,6 +63,7 @@ class Profile:
     eval_max_new_tokens: int
     sft_epochs: float | None = None
     pref_epochs: float | None = None
+    warmup_ratio: float = 0.1  # share of the steps that ramp the learning rate up (the FAQ's NaN advice)
     seed: int = 0
     orpo_lambda: float = 0.1  # ORPO's odds-ratio weight (TRL's beta); the paper's value
     orpo_learning_rate: float | None = None  # None: pref_learning_rate

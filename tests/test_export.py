@@ -274,17 +274,34 @@ def test_modelfile_system_argument_overrides_the_default(art, tmp_path):
     assert f"FROM {art.q4.resolve()}" in info.text  # another folder: absolute path
 
 
-def test_template_that_ollama_cannot_express_is_deferred(art):
-    fake = types.SimpleNamespace(bos_token=None, chat_template="x")  # a made-up format, not a real family's
+def _fake_tokenizer(template: str):
+    """A tokenizer stand-in whose chat template is ``template`` (a made-up format, not a real family's)."""
+    from jinja2 import Template
+
+    fake = types.SimpleNamespace(bos_token=None, eos_token=None, chat_template="x", all_special_tokens=[])
+    fake.apply_chat_template = lambda msgs, tokenize=False, add_generation_prompt=False: Template(template).render(
+        messages=msgs, add_generation_prompt=add_generation_prompt)
+    return fake
+
+
+def test_a_block_written_into_every_chat_becomes_a_messages_template(art):
+    """A per-turn TEMPLATE cannot write a block that stands in every chat (Llama 3.1's dated system header)."""
     always_system = ("{{ '<sys>dated header\n' }}{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}"
                      "{% else %}{{ '<' + m['role'] + '>' + m['content'] + '</>' }}{% endif %}{% endfor %}"
                      "{% if add_generation_prompt %}{{ '<assistant>' }}{% endif %}")
-    from jinja2 import Template
-
-    fake.apply_chat_template = lambda msgs, tokenize=False, add_generation_prompt=False: Template(always_system).render(
-        messages=msgs, add_generation_prompt=add_generation_prompt)
+    fake = _fake_tokenizer(always_system)
     result = ex.ollama_template(fake)
-    assert result.template is None and "system" in result.reason
+    assert result.template and "range .Messages" in result.template and result.template.startswith("<sys>dated header")
+    for chat in ol._CHECK_CHATS:
+        assert ex.render_ollama_prompt(result.template, chat, result.system) == fake.apply_chat_template(
+            chat, add_generation_prompt=True)
+
+
+def test_template_that_ollama_cannot_express_is_deferred(art):
+    numbered = ("{% for m in messages %}{{ '[' ~ loop.index ~ '] ' + m['role'] + ': ' + m['content'] + '\n' }}"
+                "{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")  # turns counted
+    result = ex.ollama_template(_fake_tokenizer(numbered))
+    assert result.template is None and "as a .Messages template" in result.reason
 
 
 # ---------------------------------------------------------------- Ollama

@@ -1,15 +1,18 @@
 """The family matrix: every labhelpers verb a lab calls, on a tiny model of each chat-model family.
 
 Families (tests/family_models.py): Llama (untied, TinyLlama's template), Qwen2 (biased q/k/v, tied, default
-system prompt), Mistral (own head_dim, no system role), Gemma (GeGLU, template refusing a system role) and
-Phi-3 (fused projections). Per family: loading, the LoRA targets, the memory plan's parameter and activation
-counts, 2 steps each of LoRA SFT, QLoRA and DPO, merging, the Modelfile TEMPLATE against the tokenizer's own
-chat template, and the GGUF export (or the converter's refusal, with the clear message).
+system prompt), Mistral (own head_dim, no system role), Gemma (GeGLU, template refusing a system role), Phi-3
+(fused projections) and Llama 3.1, the full profile's family (its real tokenizer and chat template, GQA 4:1,
+llama3 rope scaling). Per family: loading, the LoRA targets, the memory plan's parameter and activation
+counts, the completion-only loss mask, 2 steps each of LoRA SFT, QLoRA and DPO, merging, the Modelfile
+TEMPLATE against the tokenizer's own chat template, and the GGUF export verified in llama.cpp (or the
+converter's refusal, with the clear message).
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -23,6 +26,7 @@ from labhelpers.export import (
     export_gguf,
     merge_adapter,
     read_gguf_header,
+    verify_gguf,
     write_modelfile,
 )
 from labhelpers.model_configs import arch_spec
@@ -31,6 +35,12 @@ from labhelpers.ollama import _CHECK_CHATS, ollama_template, render_ollama_promp
 from labhelpers.planning import plan_memory
 
 STEPS = dict(max_steps=2, per_device_train_batch_size=2, save_strategy="no", logging_steps=1, max_length=64)
+BOS_FIRST = re.compile(r"\{\{-?\s*bos_token\s*-?\}\}")  # a template that writes BOS itself: {{ bos_token }}, {{- bos_token }}
+
+
+def writes_bos(fam) -> bool:
+    """Does the family's chat template start with the BOS token (which llama.cpp may add itself)?"""
+    return BOS_FIRST.match(fam.template) is not None
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
@@ -59,7 +69,14 @@ def test_loads_and_the_plan_counts_every_parameter(family):
     model, tok = load_model(str(folder)), load_tokenizer(str(folder))
     assert tok.chat_template == fam.template and tok.pad_token is not None
     arch = arch_spec(str(folder))
-    assert arch.family == fam.name and arch.linear_modules == fam.linear_modules
+    assert arch.family == fam.arch and arch.linear_modules == fam.linear_modules
+    if fam.tokenizer == "llama31":  # the full profile's family: its tokenizer and architecture, not a stand-in
+        assert len(tok) == arch.vocab == 128256 and (tok.bos_token, tok.bos_token_id) == ("<|begin_of_text|>", 128000)
+        assert (tok.eos_token, tok.eos_token_id) == ("<|eot_id|>", 128009)
+        assert model.generation_config.eos_token_id == [128001, 128008, 128009]
+        assert tok("Hello world").input_ids == [128000, 9906, 1917]  # BOS added by the tokenizer, as on the hub
+        assert arch.heads // arch.kv_heads == 4 and not arch.tied
+        assert model.config.rope_parameters["rope_type"] == "llama3"
     assert plan_memory(str(folder), device="cpu").n_params == arch.n_params == model.num_parameters()
     biased = {n.split(".")[-2] for n, _ in model.named_parameters() if n.endswith(".bias")}
     assert biased == set(arch.bias_modules()), f"{fam.name}: biases on {biased}, the spec says {arch.bias_modules()}"
@@ -74,6 +91,26 @@ def test_lora_targets_and_trainable_count_match_peft(family, lab):
     assert adapted == set(fam.linear_modules)
     plan = plan_memory(str(folder), rank=4, device="cpu")
     assert plan.trainable_params == peft_model.get_nb_trainable_parameters()[0]
+
+
+def test_completion_only_loss_masks_exactly_the_assistant_turn(family, lab, tmp_path):
+    """as_prompt_completion + TRL's completion_only_loss: the loss sees the answer and its end-of-turn, nothing else."""
+    from trl import SFTTrainer
+
+    fam, folder = family
+    tok = load_tokenizer(str(folder))
+    rows = sft_rows(2)
+    args = T.sft_config(lab, tmp_path, **{**STEPS, "packing": False, "max_length": 256})  # one example per row
+    trainer = SFTTrainer(model=load_model(str(folder), for_training=True), args=args, train_dataset=rows,
+                         processing_class=tok, peft_config=T.lora_config(lab))
+    for raw, row in zip(rows, trainer.train_dataset, strict=True):  # TRL folds the completion mask into labels
+        kept = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
+        prompt = tok.apply_chat_template(raw["prompt"], tokenize=False, add_generation_prompt=True)
+        whole = tok.apply_chat_template(raw["prompt"] + raw["completion"], tokenize=False)
+        assert tok.decode(row["input_ids"]) == whole and whole.startswith(prompt)
+        assert tok.decode(kept) == whole[len(prompt):], f"{fam.name}: the loss reads {tok.decode(kept)!r}"
+        if fam.tokenizer == "llama31":  # Llama 3.1: the answer, then <|eot_id|>; no header, no BOS, no system block
+            assert tok.decode(kept) == raw["completion"][0]["content"] + "<|eot_id|>"
 
 
 def test_plan_activations_count_the_tensors_autograd_saves(family, lab, saved_bytes_per_token):
@@ -174,7 +211,7 @@ def _check_chats(fam) -> list:
 def test_modelfile_template_renders_like_the_chat_template(family):
     fam, folder = family
     tok = load_tokenizer(str(folder))
-    add_bos = fam.template.startswith("{{ bos_token }}")  # llama.cpp adds BOS itself (add_bos_token in the GGUF)
+    add_bos = writes_bos(fam)  # llama.cpp adds BOS itself (add_bos_token in the GGUF)
     derived = ollama_template(tok, add_bos=add_bos)
     assert derived.template, f"{fam.name}: deferred ({derived.reason})"
     bos = tok.bos_token if add_bos else ""
@@ -182,6 +219,8 @@ def test_modelfile_template_renders_like_the_chat_template(family):
         assert bos + render_ollama_prompt(derived.template, chat, derived.system) == tok.apply_chat_template(
             chat, tokenize=False, add_generation_prompt=True)
     assert ("{{ .System }}" in derived.template) == fam.system_role
+    if fam.tokenizer == "llama31":  # the dated system block stands in every chat: only .Messages can hold it
+        assert "range .Messages" in derived.template and "Cutting Knowledge Date" in derived.template
 
 
 def test_gguf_export_or_the_converters_clear_refusal(family, tmp_path):
@@ -200,16 +239,19 @@ def test_gguf_export_or_the_converters_clear_refusal(family, tmp_path):
     info = write_modelfile(gguf, tok)
     meta, _ = read_gguf_header(gguf)
     assert meta["tokenizer.chat_template"] == fam.template
-    if fam.template.startswith("{{ bos_token }}") and not meta.get("tokenizer.ggml.add_bos_token", False):
+    check = verify_gguf(gguf, folder, _check_chats(fam), max_new_tokens=8, tokenizer=tok)
+    assert check.lossless and check.ok, f"{fam.name}: the f16 GGUF does not answer like the model:\n{check.summary()}"
+    if writes_bos(fam) and not meta.get("tokenizer.ggml.add_bos_token", False):
         # the converter writes add_bos_token=false for a 49152-token vocabulary, so llama.cpp would not add the
         # BOS this template starts with and no per-turn TEMPLATE can: write_modelfile defers to Ollama and says why
+        assert fam.tokenizer == "embedded", f"{fam.name}: its own tokenizer must not take the deferral branch"
         assert info.template_source == "deferred" and info.template is None and info.reason
         return
     assert info.template_source == "derived", info.reason
     for chat in _check_chats(fam):
         rendered = render_ollama_prompt(info.template, chat, info.system)
         expected = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        assert rendered == expected.removeprefix(tok.bos_token if fam.template.startswith("{{ bos_token }}") else "")
+        assert rendered == expected.removeprefix(tok.bos_token if writes_bos(fam) else "")
 
 
 # ------------------------------------------------------------------------------------------ refusals, docs
@@ -229,6 +271,7 @@ def test_readme_lists_the_families_the_matrix_verifies():
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme[readme.index("`LABS_MODEL` overrides"): readme.index("## Lab map")]
-    names = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral", "gemma": "Gemma", "phi3": "Phi-3"}
+    names = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral", "gemma": "Gemma", "phi3": "Phi-3",
+             "llama3.1": "Llama 3.1"}
     assert set(names) == set(FAMILIES)
     assert all(f"| {name}" in section for name in names.values()) and "tests/test_families.py" in section
