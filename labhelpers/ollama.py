@@ -12,7 +12,10 @@ default system prompt the template injects becomes the Modelfile's ``SYSTEM``. T
 (Llama 3.1 writes its dated system block into every chat, with or without a system message), the ``.Messages``
 form (``{{ range .Messages }}``, run once over the whole chat). It then re-renders several chats through
 Ollama's rules (``render_ollama_prompt``) and keeps the TEMPLATE only if every one equals the HF rendering
-exactly; ``served_differences`` names the kinds of chat Ollama would still build differently (Llama 3.1's
+exactly. ``render_ollama_prompt`` emulates Ollama's prompt building for any TEMPLATE of the Go
+``text/template`` subset its library uses (interpreter: ``labhelpers.gotemplate``; checked byte for byte against
+Ollama's own golden renderings of the 20 templates of its library, tests/test_ollama_template.py).
+``served_differences`` names the kinds of chat Ollama would still build differently (Llama 3.1's
 template trims message text; Ollama's template functions have no trim). Only a template neither form can
 hold is *deferred* to Ollama's detection, said so in the Modelfile. No model family's format is typed by hand.
 """
@@ -25,9 +28,11 @@ import shutil
 import subprocess
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from . import gotemplate as gt
 
 OLLAMA_URL = "http://127.0.0.1:11434"  # only ever the local server
 _S, _P, _R, _P2 = "SYSTEM_q7x", "PROMPT_q7x", "RESPONSE_q7x", "PROMPT2_q7x"  # placeholders
@@ -73,66 +78,126 @@ def _render(tokenizer: Any, messages: Messages, gen: bool) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
 
 
-def _parse(template: str) -> list[tuple[str, str]]:
-    """Tokens of the Go-template subset the derived templates use: text, {{ .X }}, {{ if .X }}, {{ end }}."""
-    tokens, pos = [], 0
-    for m in re.finditer(r"\{\{(.*?)\}\}", template, re.S):
-        if m.start() > pos:
-            tokens.append(("text", template[pos : m.start()]))
-        body = m.group(1).strip()
-        if re.fullmatch(r"\.\w+", body):
-            tokens.append(("field", body[1:]))
-        elif re.fullmatch(r"if \.\w+", body):
-            tokens.append(("if", body[4:]))
-        elif body == "end":
-            tokens.append(("end", ""))
+def _identifiers(nodes: list[gt.Node]) -> set[str]:
+    """Ollama's ``Template.Vars``: field and variable names in the tree, lower-cased (not those of ``(...).X``)."""
+    names: set[str] = set()
+
+    def pipe(p: gt.Pipe) -> None:
+        for op in p.args:
+            if op.kind in ("field", "var"):
+                names.update(n.lower() for n in ([op.value] if op.kind == "var" else []) + op.fields)
+            elif op.kind == "pipe" and not op.fields:
+                pipe(op.value)
+
+    for node in nodes:
+        if node.pipe:
+            pipe(node.pipe)
+        names |= _identifiers(node.body + (node.else_ or []))
+    return names
+
+
+def _cut_after_response(nodes: list[gt.Node]) -> list[gt.Node]:
+    """Ollama's ``deleteNode`` for the last legacy run: drop everything after the first ``.Response`` field.
+
+    The same walk as Ollama's: list items; if/with/range bodies, then else lists (never their conditions);
+    an action's arguments and parenthesised pipelines in them (not ``(...).X``).
+    """
+    cut = False
+
+    def pipe(p: gt.Pipe) -> gt.Pipe:
+        nonlocal cut
+        args = []
+        for op in p.args:
+            if cut:
+                break
+            if op.kind == "field" and "Response" in op.fields:
+                cut = True  # the .Response field itself stays
+            elif op.kind == "pipe" and not op.fields:
+                op = replace(op, value=pipe(op.value))
+            args.append(op)
+        return replace(p, args=args)
+
+    def walk(ns: list[gt.Node]) -> list[gt.Node]:
+        out: list[gt.Node] = []
+        for n in ns:
+            if cut:
+                break
+            if n.kind == "action":
+                out.append(replace(n, pipe=pipe(n.pipe)))
+            elif n.kind in ("if", "with", "range"):
+                body = walk(n.body)
+                if cut and n.else_ is not None:
+                    raise ValueError(f"{{{{ .Response }}}} inside an {{{{ {n.kind} }}}} that has an {{{{ else }}}}: "
+                                     "Ollama's legacy prompt cut fails on this template (a Go panic)")
+                out.append(replace(n, body=body, else_=None if n.else_ is None else walk(n.else_)))
+            else:
+                out.append(n)
+        return out
+
+    return walk(nodes)
+
+
+def _collate(messages: Messages) -> tuple[str, Messages]:
+    """Ollama's ``collate``: all system contents joined, and consecutive same-role messages merged (not tool)."""
+    system = "\n\n".join(m.get("content", "") for m in messages if m["role"] == "system")
+    collated: Messages = []
+    for m in messages:
+        if collated and collated[-1]["role"] == m["role"] and m["role"] != "tool":
+            collated[-1]["content"] += "\n\n" + m.get("content", "")
         else:
-            raise ValueError(f"render_ollama_prompt only understands derived templates; cannot evaluate {{{{{body}}}}}.")
-        pos = m.end()
-    tokens.append(("text", template[pos:]))
-    return tokens
+            collated.append({**m, "content": m.get("content", "")})
+    return system, collated
 
 
-def _execute(tokens: list[tuple[str, str]], values: dict[str, str]) -> str:
-    out, skip = [], []  # skip: one flag per open {{ if }}
-    for kind, arg in tokens:
-        if kind == "if":
-            skip.append(not values.get(arg))
-        elif kind == "end":
-            skip.pop()
-        elif not any(skip):
-            out.append(arg if kind == "text" else values.get(arg, ""))
-    return "".join(out)
+def _message(m: dict[str, Any]) -> gt.Struct:
+    """A chat message as Ollama's ``templateMessage`` struct (the fields a ``.Messages`` template can read)."""
+    if m.get("images") or m.get("tool_calls"):
+        raise ValueError("render_ollama_prompt does not emulate messages with images or tool_calls")
+    return gt.Struct("*template.templateMessage", {
+        "Role": m["role"], "Content": m["content"], "Thinking": m.get("thinking", ""), "Images": [],
+        "ToolCalls": [], "ToolName": m.get("tool_name", ""), "ToolCallID": m.get("tool_call_id", "")})
 
 
 def render_ollama_prompt(template: str, messages: Messages, system: str | None = None) -> str:
-    """The prompt text Ollama builds from a legacy (.System/.Prompt/.Response) TEMPLATE for ``messages``.
+    """The prompt text Ollama's chat endpoint builds from a Modelfile TEMPLATE (Go template) for ``messages``.
 
-    Mirrors Ollama: the Modelfile SYSTEM is prepended when the chat has no system message,
-    consecutive same-role messages are joined, the template runs once per turn, and the last run is
-    cut after ``{{ .Response }}``.
+    Mirrors ollama/ollama (commit fb30760, ``template/template.go`` and ``server/routes.go``):
+
+    - ``system`` plays the Modelfile's ``SYSTEM``: like Ollama's chat handler, it is prepended as a system
+      message only when the chat does not *start* with a system message (a later one does not count);
+    - messages are collated: consecutive messages of one role are joined with a blank line (tool messages
+      never are); ``System`` is every system message's content, joined the same way;
+    - a template that mentions ``.Messages`` (Ollama's test: ``messages`` among its lower-cased field and
+      variable names) runs once with ``System``, ``Messages`` (``.Role``, ``.Content``, ...), ``Tools``
+      (none), ``Response`` = "", ``Think`` = false, ``ThinkLevel`` = "", ``IsThinkSet`` = false;
+    - any other (legacy) template gets ``{{ .Response }}`` appended if it names neither ``.Response``
+      nor ``.Messages``, runs once per user/assistant turn with ``System``/``Prompt``/``Response``, and
+      the last run stops after the first ``{{ .Response }}``.
+
+    The template language is the Go ``text/template`` subset of ``labhelpers.gotemplate``; any construct
+    outside it (or an Ollama function such as ``json`` when reached) raises ``ValueError`` naming it.
     """
     msgs = [dict(m) for m in messages]
-    if system and not any(m["role"] == "system" for m in msgs):
+    if system and (not msgs or msgs[0]["role"] != "system"):
         msgs.insert(0, {"role": "system", "content": system})
-    collated: Messages = []
-    for m in msgs:
-        if collated and collated[-1]["role"] == m["role"]:
-            collated[-1]["content"] += "\n\n" + m["content"]
-        else:
-            collated.append(dict(m))
-    tokens = _parse(template)
-    cut = next((i for i, t in enumerate(tokens) if t == ("field", "Response")), len(tokens) - 1)
-    opened = sum(1 for k, _ in tokens[: cut + 1] if k == "if") - sum(1 for k, _ in tokens[: cut + 1] if k == "end")
-    last = tokens[: cut + 1] + [("end", "")] * opened
-    out, values = [], {"System": "", "Prompt": "", "Response": ""}
+    nodes = gt.parse(template).nodes
+    names = _identifiers(nodes)
+    if "messages" not in names and "response" not in names:
+        nodes = [*nodes, gt.Node("action", pipe=gt.Pipe([gt.Operand("field", fields=["Response"])]))]
+    system_text, collated = _collate(msgs)
+    think = {"Think": False, "ThinkLevel": "", "IsThinkSet": False}
+    if "messages" in names:
+        return gt.Template(nodes).execute({"System": system_text, "Messages": [_message(m) for m in collated],
+                                           "Tools": [], "Response": "", **think})
+    out, turn = [], dict.fromkeys(("System", "Prompt", "Response"), "")
     for m in collated:
         role, content = m["role"], m["content"]
-        if (role == "system" and (values["Prompt"] or values["Response"])) or (role == "user" and values["Response"]):
-            out.append(_execute(tokens, values))
-            values = {"System": "", "Prompt": "", "Response": ""}
-        values[{"system": "System", "user": "Prompt", "assistant": "Response"}.get(role, "Prompt")] = content
-    out.append(_execute(last, values))
+        if (role == "system" and (turn["Prompt"] or turn["Response"])) or (role == "user" and turn["Response"]):
+            out.append(gt.Template(nodes).execute({**turn, **think}))
+            turn = dict.fromkeys(turn, "")
+        if role in ("system", "user", "assistant"):  # Ollama's legacy loop skips other roles (tool)
+            turn[{"system": "System", "user": "Prompt", "assistant": "Response"}[role]] = content
+    out.append(gt.Template(_cut_after_response(nodes)).execute({**turn, **think}))
     return "".join(out)
 
 
