@@ -1,9 +1,20 @@
-"""What labs 03 and 04 can show on the smoke profile, per seed: held-out loss, format rate, lab accuracy.
+"""What labs 03 and 04 can show, per seed: held-out loss, format rate, lab accuracy (smoke or full profile).
 
-Run by hand (not part of the tests), on the embedded model; about 10 minutes on 2 idle CPU cores:
+Run by hand (not part of the tests), on the embedded model; about 10 minutes on 2 idle CPU cores (smoke):
 
     python bench/sft_effect.py                                  # seeds 0-2, lab 03 and lab 04 runs
     python bench/sft_effect.py --seeds 0 --neftune-steps 10 --eval-rows 32 --json outputs/bench/sft.json
+
+The full profile's schedule on the embedded model (what ``scripts/gpu_check.sh`` runs; each lab 03 run at the
+full shape, 4 packed rows of 1,024 tokens per step, takes about half an hour on 2 cores):
+
+    LABS_PROFILE=full LABS_MODEL=embedded python bench/sft_effect.py --seeds 0 --neftune-steps 0 \
+        --lr 2e-4 --scheduler constant_with_warmup --rows 500 --micro-batch 1 --show 3
+
+``--rows``, ``--lr``, ``--scheduler``, ``--epochs`` override the profile's values (the steps follow from them
+through ``lh.schedule``, as in the lab); ``--micro-batch 1`` trains each step's rows one packed row at a time
+(gradient accumulation to the same rows per step: the same optimizer steps at a quarter of the activation
+memory, the full shape's attention scores being 4,096 x 4,096 per head on a CPU).
 
 - **lab 03**: LoRA SFT as the lab trains it (``training.sft_config``: packed, the profile's steps).
 - **lab 04**: the same recipe unpacked (NEFTune's noise bound depends on the sequence length), for
@@ -30,6 +41,13 @@ def main() -> None:
     parser.add_argument("--neftune-steps", type=int, default=None, help="lab 04's steps per run; 0: skip lab 04")
     parser.add_argument("--alpha", type=float, default=5.0)
     parser.add_argument("--skip-lab03", action="store_true")
+    parser.add_argument("--rows", type=int, default=None, help="training rows; default: the profile's")
+    parser.add_argument("--lr", type=float, default=None, help="SFT learning rate; default: the profile's")
+    parser.add_argument("--scheduler", default=None, help="lr_scheduler_type; default: the profile's")
+    parser.add_argument("--epochs", type=float, default=None, help="full profile: SFT epochs; default: the profile's")
+    parser.add_argument("--micro-batch", type=int, default=None,
+                        help="rows per forward pass; the rest of each step's rows by gradient accumulation")
+    parser.add_argument("--show", type=int, default=0, help="print this many held-out answers per run")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -39,8 +57,15 @@ def main() -> None:
     from labhelpers import data, evaluation, task, training
 
     base = lh.profile(verbose=False)
-    if args.eval_rows:
-        base = lh.with_overrides(base, eval_rows=args.eval_rows)
+    changes = {k: v for k, v in (("eval_rows", args.eval_rows), ("sft_train_rows", args.rows),
+                                 ("learning_rate", args.lr), ("lr_scheduler", args.scheduler),
+                                 ("sft_epochs", args.epochs)) if v is not None}  # fmt: skip
+    if args.micro_batch:
+        if base.batch_size % args.micro_batch:
+            raise SystemExit(f"--micro-batch {args.micro_batch} does not divide the batch of {base.batch_size} rows")
+        changes.update(batch_size=args.micro_batch, grad_accum=base.grad_accum * base.batch_size // args.micro_batch)
+    base = lh.with_overrides(base, **changes)
+    print(base.summary(), flush=True)
     tokenizer = lh.load_tokenizer()
     train_rows = training.as_prompt_completion(lh.load_lab_dataset("sft", limit=base.sft_train_rows))
     heldout = lh.load_lab_dataset("sft", split="heldout", limit=base.eval_rows)
@@ -59,7 +84,13 @@ def main() -> None:
         trainer.train()
         train_s = time.perf_counter() - t0
         answers = lh.generate(trainer.model, tokenizer, prompts, max_new_tokens=lab.eval_max_new_tokens)
+        for prompt, answer in list(zip(prompts, answers, strict=True))[: args.show]:
+            print(f"  Q: {prompt[-1]['content']}\n  A: {answer!r}")
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         run = {"run": name, "seed": seed, "steps": trainer.args.max_steps, "train_s": round(train_s, 1),
+               "learning_rate": lab.learning_rate, "lr_scheduler": lab.lr_scheduler, "rows": lab.sft_train_rows,
+               "rows_per_step": lab.batch_size * lab.grad_accum, "max_length": lab.max_length,
+               "train_loss_first_last": [losses[0], losses[-1]] if losses else None,
                "heldout_loss": evaluation.heldout_loss(trainer.model, tokenizer, heldout, max_length=lab.max_length),
                **task.task_metrics(answers, expected)}
         runs.append(run)
@@ -81,7 +112,7 @@ def main() -> None:
     print(f"chance lab accuracy: {1 / 11:.3f}; held-out prompts: {len(prompts)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"profile": base.name, "runs": runs}, indent=1))
+        args.json.write_text(json.dumps({"profile": base.name, "model": base.model, "runs": runs}, indent=1))
 
 
 if __name__ == "__main__":
