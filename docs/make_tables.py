@@ -249,7 +249,7 @@ SPARK_RUNS = [  # lab, what it trains, schedule kind, model, method, 4-bit, grad
 
 
 def table_spark_times() -> str:
-    """``labhelpers.estimate_time`` for each training lab's full-profile run at the Spark's published rate."""
+    """``labhelpers.estimate_time`` of each training lab's full-profile run at the Spark's derived peak."""
     from labhelpers.estimate import (
         SPARK_BF16_FLOPS,
         SPARK_SOURCE,

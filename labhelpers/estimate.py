@@ -65,7 +65,7 @@ def _measured_matmul(device: str, n: int, k: int, m: int, dtype: Any, seconds: f
 
 
 def device_throughput(model: Any = None, quantized: bool = False, device: str | None = None) -> Throughput:
-    """This machine's peak and utilisation range: the Spark's published figure, or a matmul measured now."""
+    """This machine's peak and utilisation range: a Spark's derived bf16 peak, or a matmul measured now."""
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

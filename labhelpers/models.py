@@ -58,8 +58,12 @@ def load_model(
 ) -> Any:
     """Load a causal LM: ``"model"``/``"big_model"`` (the profile's), a local folder, or a hub id.
 
-    ``for_training`` with a quantized model runs ``peft.prepare_model_for_kbit_training`` (casts
-    norms to fp32, enables input grads); ``gradient_checkpointing`` trades compute for memory.
+    ``for_training`` with a quantized model runs ``peft.prepare_model_for_kbit_training`` with
+    ``use_gradient_checkpointing=False``: in peft 0.21.2 (``peft/utils/other.py``) it freezes every parameter
+    and casts every fp16/bf16 parameter that is not 4-bit to fp32 (norms, embeddings, lm_head); with that
+    flag it enables neither checkpointing nor input gradients. ``for_training`` + ``gradient_checkpointing``
+    switches checkpointing on here, non-reentrant, which needs no input gradients (compute traded for
+    memory); TRL's SFTTrainer calls ``enable_input_require_grads`` itself when its config asks for it.
     """
     from transformers import AutoModelForCausalLM
 

@@ -284,6 +284,163 @@ def test_profile_values_quoted_in_the_docs_are_the_full_profiles():
         assert "2e-4" in text and "5e-6" in text, name
 
 
+# ----------------------------------------------------------------------------------------- what is taught
+def _cell_source(cell: dict) -> str:
+    source = cell["source"]
+    return "".join(source) if isinstance(source, list) else source
+
+
+def taught_texts(root: Path = ROOT) -> list[tuple[str, str, str]]:
+    """(where, kind, text) of README.md and docs/*.md ("markdown") and of every notebook cell ("markdown"/"code")."""
+    docs = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    out = [(str(p.relative_to(root)), "markdown", p.read_text(encoding="utf-8")) for p in docs]
+    for path in sorted((root / "labs").glob("*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        out += [(f"{path.name} cell {i}", c["cell_type"], _cell_source(c)) for i, c in enumerate(cells)]
+    return out
+
+
+# lora_alpha = 2 x r, in prose, LaTeX or code. The labs keep alpha at 32 whatever r is (training.lora_config,
+# the LoRA paper's fixed alpha: Hu et al. 2021, section 4.1), so the scale alpha/r changes with r.
+_RANK = r"(?:r|rank|lora_rank|prof_rank)\b"
+ALPHA_TWO_R = [
+    # "lora_alpha = 2r", "alpha = 2 x r", "$\alpha = 2r$", "α = 2·r", "alpha is 2 * rank", "alpha: 2r"
+    re.compile(rf"(?:alpha|α)\s*(?:=|:|\bis\b)\s*2\s*(?:[x×*·]|\\times|\\cdot)?\s*{_RANK}", re.I),
+    # in words: "alpha = twice the rank", "alpha is double r", "alpha of twice the chosen rank"
+    re.compile(rf"(?:alpha|α)\s*(?:=|:|\bis\b|\bof\b)\s*(?:twice|double)\s+(?:the\s+)?(?:\w+\s+)?{_RANK}", re.I),
+    # code: "lora_alpha=2 * r", "lora_alpha=2*rank", "lora_alpha=r * 2", "lora_alpha=2 * lab.lora_rank"
+    re.compile(rf"lora_alpha\s*=\s*(?:2\s*\*\s*(?:[\w.]*\.)?{_RANK}|(?:[\w.]*\.)?(?:r|rank|lora_rank)\s*\*\s*2\b)", re.I),
+    # an alpha computed on a line of its own: "2 * r", "2*rank", "2 * RANK"
+    re.compile(rf"\b2\s*\*\s*{_RANK}", re.I),
+]
+
+
+def alpha_two_r_problems(root: Path = ROOT) -> list[str]:
+    """Where a doc or notebook teaches lora_alpha = 2 r (see ALPHA_TWO_R)."""
+    found = []
+    for where, _, text in taught_texts(root):
+        for n, line in enumerate(text.splitlines(), 1):
+            hits = [m.group(0) for pattern in ALPHA_TWO_R for m in pattern.finditer(line)]
+            if hits:
+                found.append(f"{where}, line {n}: {hits[0]!r} in {line.strip()[:120]!r}")
+    return found
+
+
+def test_no_doc_or_notebook_teaches_lora_alpha_as_twice_the_rank():
+    """The package keeps lora_alpha at 32 whatever r is; a lab or doc that says alpha = 2r teaches otherwise."""
+    found = alpha_two_r_problems()
+    assert not found, ("lora_alpha = 2 x r is taught, but labhelpers.training.lora_config keeps alpha at 32 whatever "
+                       "r is (the scale alpha/r changes with r):\n  " + "\n  ".join(found))
+
+
+def test_the_alpha_patterns_catch_each_way_of_writing_it():
+    taught = ["`lora_alpha = 2r`", "alpha = 2 x r", r"$\alpha = 2r$", "α = 2·r", "alpha is 2 * rank",
+              "LoraConfig(r=r, lora_alpha=2 * r)", "lora_alpha=2*rank", "lora_alpha=r * 2",
+              "lora_alpha=2 * lab.lora_rank", "ALPHA = 2 * RANK", "alpha = twice the rank"]
+    fine = ["`lora_alpha` 32 whatever `r` is", "alpha/r = 2 at r = 16", "ALPHA = 32", "lora_alpha=ALPHA",
+            "the labs use 32, twice the default rank", "r = 2", "2 * ranks_per_node", "alpha / r = 2"]
+    assert [t for t in taught if not any(p.search(t) for p in ALPHA_TWO_R)] == []
+    assert [t for t in fine if any(p.search(t) for p in ALPHA_TWO_R)] == []
+
+
+# A number attributed to "the FAQ" must be one that docs/FAQ.md states in its own voice.
+FAQ_ATTRIBUTION = re.compile(
+    r"\bthe\s+FAQ\s+(?:says|said|claims|claimed|states|stated|promises|promised|reports|reported|recommends|"
+    r"recommended|suggests|suggested|puts|gives|quotes|advises|advised)\b"
+    r"|\bthe\s+FAQ(?:'s|’s)\s+(?:\S+\s+){0,4}?(?:claims?|figures?|numbers?|values?|defaults?|promises?|"
+    r"estimates?|savings?|percentages?)\b", re.I)
+NUMBER = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*%)?"
+                    r"(?:\s*[-–]\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*%)?)?(?!\w)")
+FIRST_FAQ = re.compile(r"\b(?:first|seed|original)\s+FAQ\b", re.I)
+
+
+def _sentences(text: str, kind: str) -> list[str]:
+    """Code: one unit per line, f-string fields removed. Markdown: sentences of each paragraph or list item;
+    each table row and each line of a fenced block on its own."""
+    if kind == "code":
+        return [re.sub(r"\{[^{}]*\}", " ", line) for line in text.splitlines()]
+    units, block, fenced = [], [], False
+
+    def flush():
+        if block:
+            units.extend(re.split(r"(?<=[.!?])\s+(?=[A-Z\"“*(\[`])", " ".join(block)))
+            block.clear()
+
+    for line in text.splitlines():
+        stripped = line.strip().lstrip(">").strip()
+        if re.match(r"(`{3,}|~{3,})", stripped):
+            flush()
+            fenced = not fenced
+        elif fenced or stripped.startswith("|"):
+            flush()
+            units.append(stripped)
+        elif not stripped or stripped.startswith("#") or re.match(r"([-*+]|\d+\.)\s", stripped):
+            flush()
+            block.append(re.sub(r"^(#+|[-*+]|\d+\.)\s+", "", stripped))
+        else:
+            block.append(stripped)
+    flush()
+    return [u for u in units if u.strip()]
+
+
+def _numbers(sentence: str) -> set[str]:
+    """The numbers of a sentence, normalised ('50 %' -> '50%', '1,024' -> '1024'); a range stays one number."""
+    sentence = re.sub(r"\]\([^)]*\)|arXiv:\d+\.\d+", " ", sentence)  # link targets and paper ids are not claims
+    return {re.sub(r"[\s,]", "", m.group(0)) for m in NUMBER.finditer(sentence)}
+
+
+def faq_own_numbers(root: Path = ROOT) -> set[str]:
+    """Numbers docs/FAQ.md states itself: not inside quotation marks, not in a sentence about the first FAQ."""
+    own = set()
+    for sentence in _sentences((root / "docs" / "FAQ.md").read_text(encoding="utf-8"), "markdown"):
+        if not FIRST_FAQ.search(sentence):
+            own |= _numbers(re.sub(r"\"[^\"]*\"|“[^”]*”", " ", sentence))
+    return own
+
+
+def faq_attribution_problems(root: Path = ROOT) -> list[str]:
+    """Sentences that attribute a number to "the FAQ" which docs/FAQ.md does not state as its own."""
+    own, problems = faq_own_numbers(root), []
+    for where, kind, text in taught_texts(root):
+        for sentence in _sentences(text, kind):
+            if FAQ_ATTRIBUTION.search(sentence):
+                missing = sorted(_numbers(sentence) - own)
+                if missing:
+                    problems.append(f"{where}: {missing} in {' '.join(sentence.split())[:160]!r}")
+    return problems
+
+
+def test_numbers_attributed_to_the_faq_are_the_faqs_own():
+    """A sentence that says "the FAQ says / claims / recommends ..." (or "the FAQ's ... claim / figure / default")
+    and holds a number is checked against docs/FAQ.md: every number in it must appear in the FAQ in the FAQ's own
+    voice, i.e. outside quotation marks (where the FAQ quotes the module's first FAQ to correct it) and outside
+    sentences about that first FAQ. Numbers are compared as written, a percentage with its % and a range as one
+    number ("20%-50%" does not state 50 %), thousands separators and spaces ignored; link targets and arXiv ids
+    are not numbers. Strict where it matters: "the FAQ says 50 % less memory" fails, because the FAQ only quotes
+    that figure to refute it. Not brittle: it reads only attributed sentences, and any number the FAQ does state
+    passes, wherever in the FAQ it stands. A claim of the module's first FAQ is attributed to it by name.
+    """
+    problems = faq_attribution_problems()
+    assert not problems, ("numbers attributed to the FAQ that docs/FAQ.md does not state as its own (attribute "
+                          "them to their real source, e.g. the module's first FAQ):\n  " + "\n  ".join(problems))
+
+
+def test_the_faq_attribution_check_tells_a_quote_from_a_statement(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "labs").mkdir()
+    (tmp_path / "docs" / "FAQ.md").write_text(
+        '- "ORPO: 50 % less memory" has no single value.\n- The labs use r = 16 and 2e-4; utilisation 20%-50%.\n'
+        "- The module's first FAQ promised about 15 minutes.\n")
+    (tmp_path / "README.md").write_text(
+        "The FAQ says 50 % less memory. The FAQ says r = 16. The FAQ's claim of 15 minutes.\n"
+        "The module's first FAQ claims 50 % less. The FAQ is in docs/ (50 % of it is tables).\n")
+    cell = {"cell_type": "code", "source": ['print(f"{100 * x:.1f} % (the FAQ claims 20 % less)")\n']}
+    (tmp_path / "labs" / "00_x.ipynb").write_text(json.dumps({"cells": [cell]}))
+    problems = faq_attribution_problems(tmp_path)
+    found = [(p.split(": ", 1)[0], p.split(": ", 1)[1].split(" in ", 1)[0]) for p in problems]
+    assert found == [("README.md", "['50%']"), ("README.md", "['15']"), ("00_x.ipynb cell 0", "['20%']")], problems
+
+
 # ----------------------------------------------------------------------------------------- quoted messages
 def _raised(fn) -> str:
     try:
