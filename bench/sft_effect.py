@@ -11,10 +11,9 @@ full shape, 4 packed rows of 1,024 tokens per step, takes about half an hour on 
     LABS_PROFILE=full LABS_MODEL=embedded python bench/sft_effect.py --seeds 0 --neftune-steps 0 \
         --lr 2e-4 --scheduler constant_with_warmup --rows 500 --micro-batch 1 --show 3
 
-``--rows``, ``--lr``, ``--scheduler``, ``--epochs`` override the profile's values (the steps follow from them
-through ``lh.schedule``, as in the lab); ``--micro-batch 1`` trains each step's rows one packed row at a time
-(gradient accumulation to the same rows per step: the same optimizer steps at a quarter of the activation
-memory, the full shape's attention scores being 4,096 x 4,096 per head on a CPU).
+``--rows``, ``--lr``, ``--scheduler``, ``--epochs``, ``--micro-batch`` override the profile's values (the steps
+follow from them through ``lh.schedule``, as in the lab); ``--micro-batch`` is the profile's ``sft_micro_batch``,
+packed rows per forward pass (the rest of a step's rows by gradient accumulation: the same optimizer steps).
 
 - **lab 03**: LoRA SFT as the lab trains it (``training.sft_config``: packed, the profile's steps).
 - **lab 04**: the same recipe unpacked (NEFTune's noise bound depends on the sequence length), for
@@ -61,10 +60,9 @@ def main() -> None:
                                  ("learning_rate", args.lr), ("lr_scheduler", args.scheduler),
                                  ("sft_epochs", args.epochs)) if v is not None}  # fmt: skip
     if args.micro_batch:
-        if base.batch_size % args.micro_batch:
-            raise SystemExit(f"--micro-batch {args.micro_batch} does not divide the batch of {base.batch_size} rows")
-        changes.update(batch_size=args.micro_batch, grad_accum=base.grad_accum * base.batch_size // args.micro_batch)
+        changes["sft_micro_batch"] = args.micro_batch
     base = lh.with_overrides(base, **changes)
+    base.sft_accum  # noqa: B018 (refuses a micro-batch that does not divide the batch)
     print(base.summary(), flush=True)
     tokenizer = lh.load_tokenizer()
     train_rows = training.as_prompt_completion(lh.load_lab_dataset("sft", limit=base.sft_train_rows))
@@ -89,7 +87,8 @@ def main() -> None:
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         run = {"run": name, "seed": seed, "steps": trainer.args.max_steps, "train_s": round(train_s, 1),
                "learning_rate": lab.learning_rate, "lr_scheduler": lab.lr_scheduler, "rows": lab.sft_train_rows,
-               "rows_per_step": lab.batch_size * lab.grad_accum, "max_length": lab.max_length,
+               "rows_per_step": lab.batch_size * lab.grad_accum, "rows_per_forward": lab.sft_forward_rows,
+               "max_length": lab.max_length,
                "train_loss_first_last": [losses[0], losses[-1]] if losses else None,
                "heldout_loss": evaluation.heldout_loss(trainer.model, tokenizer, heldout, max_length=lab.max_length),
                **task.task_metrics(answers, expected)}

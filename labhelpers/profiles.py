@@ -64,6 +64,9 @@ class Profile:
     sft_epochs: float | None = None
     pref_epochs: float | None = None
     warmup_ratio: float = 0.1  # share of the steps that ramp the learning rate up (the FAQ's NaN advice)
+    # SFT rows per forward pass (None: the whole batch); the rest of a step's rows by gradient accumulation.
+    # Padding-free packing turns a forward pass's rows into one sequence, whose attention mask grows with its square.
+    sft_micro_batch: int | None = None
     seed: int = 0
     orpo_lambda: float = 0.1  # ORPO's odds-ratio weight (TRL's beta); the paper's value
     orpo_learning_rate: float | None = None  # None: pref_learning_rate
@@ -72,6 +75,18 @@ class Profile:
     @property
     def is_smoke(self) -> bool:
         return self.name == "smoke"
+
+    @property
+    def sft_forward_rows(self) -> int:
+        """SFT rows in one forward pass (one packed sequence of up to this many x ``max_length`` tokens)."""
+        return self.sft_micro_batch or self.batch_size
+
+    @property
+    def sft_accum(self) -> int:
+        """SFT gradient accumulation: forward passes per optimizer step (``batch_size`` rows per step in all)."""
+        if self.batch_size % self.sft_forward_rows:
+            raise ProfileError(f"sft_micro_batch={self.sft_micro_batch} does not divide batch_size={self.batch_size}.")
+        return self.grad_accum * self.batch_size // self.sft_forward_rows
 
     @property
     def device(self) -> str:
@@ -123,7 +138,8 @@ class Profile:
             run = f"{steps} steps" if steps is not None else f"{epochs:g} epoch{'s' if epochs != 1 else ''}"
             return f"{name} {run} x batch {batch}"
 
-        line = (f"{part('SFT', self.sft_steps, self.sft_epochs, self.batch_size)}, "
+        micro = f" ({self.sft_forward_rows} per forward pass)" if self.sft_forward_rows != self.batch_size else ""
+        line = (f"{part('SFT', self.sft_steps, self.sft_epochs, self.batch_size)}{micro}, "
                 f"{part('preference', self.pref_steps, self.pref_epochs, self.pref_batch_size)}; "
                 f"accum {self.grad_accum}; max_length {self.max_length}")
         if self.sft_steps is None or self.pref_steps is None:
@@ -186,6 +202,11 @@ _FULL = dict(
     sft_epochs=2,
     pref_epochs=1,
     batch_size=4,
+    # one packed row of 1,024 tokens per forward pass, 4 per step: with padding-free packing 4 rows in one pass are
+    # one 4,096-token sequence, and SDPA's attention mask (on a CPU, also saved per layer) grows with its square.
+    # Measured on the embedded model, 2 CPU cores: 4 rows per pass peaked at 20.4 GB and 96 s per step, 1 row x 4
+    # accumulated at 6.2 GB and 47 s; the optimizer steps are the same (bench/README.md)
+    sft_micro_batch=1,
     pref_batch_size=4,
     grad_accum=1,
     max_length=1024,

@@ -49,7 +49,8 @@ def _steps(lab: Profile, kind: str) -> int:
     return schedule(lab, kind, verbose=False).steps
 
 
-def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float, batch: int) -> dict[str, Any]:
+def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float, batch: int, accum: int | None = None
+            ) -> dict[str, Any]:
     """Settings every method shares; each line is a choice the FAQ or a lab explains."""
     log_every = 1 if lab.is_smoke else 5  # a live plot needs points; 1/5 steps is cheap
     # about 5 checkpoints per run (3 on smoke: a save costs about a second there), on logging steps
@@ -60,7 +61,7 @@ def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float, batch: 
         max_steps=steps,
         per_device_train_batch_size=batch,
         per_device_eval_batch_size=batch,
-        gradient_accumulation_steps=lab.grad_accum,
+        gradient_accumulation_steps=lab.grad_accum if accum is None else accum,
         learning_rate=lr,
         lr_scheduler_type=lab.lr_scheduler,  # smoke: constant (few steps); full: linear decay
         warmup_steps=lab.warmup_ratio,  # transformers 5: a float < 1 is a ratio of max_steps (warmup_ratio is gone)
@@ -111,7 +112,8 @@ def sft_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) ->
     from trl import SFTConfig
 
     lab = _lab(lab)
-    base = _common(lab, output_dir, _steps(lab, "sft"), lab.learning_rate, lab.batch_size)
+    # batch_size rows per step, sft_forward_rows of them per forward pass (the profile's sft_micro_batch)
+    base = _common(lab, output_dir, _steps(lab, "sft"), lab.learning_rate, lab.sft_forward_rows, lab.sft_accum)
     base.update(packing=True, packing_strategy="bfd", padding_free=True, completion_only_loss=None)
     if overrides.get("packing") is False and "padding_free" not in overrides:
         base["padding_free"] = False  # padding-free without packing would not enforce max_length

@@ -45,10 +45,11 @@ def _lr_scheduler(args) -> str:
     return str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
 
 
-def assert_common(args, lab, *, steps: int, batch: int, learning_rate: float) -> None:
+def assert_common(args, lab, *, steps: int, batch: int, learning_rate: float, accum: int | None = None) -> None:
     """The arguments every full-profile preset shares, each against the profile (or the schedule) it comes from."""
     assert args.max_steps == steps
-    assert args.per_device_train_batch_size == batch and args.gradient_accumulation_steps == lab.grad_accum
+    assert args.per_device_train_batch_size == batch
+    assert args.gradient_accumulation_steps == (lab.grad_accum if accum is None else accum)
     assert args.learning_rate == learning_rate and _lr_scheduler(args) == lab.lr_scheduler
     assert args.warmup_steps == lab.warmup_ratio and args.max_length == lab.max_length
     assert args.seed == lab.seed and args.bf16 is torch.cuda.is_available()
@@ -81,7 +82,9 @@ def test_lab03_lora_sft_trains_at_the_full_shape(full, tmp_path):
     plan = lh.schedule(full, "sft", tokenizer, rows=train_rows, verbose=False)
     assert plan.stated_epochs == full.sft_epochs and plan.packed and plan.max_length == full.max_length
     args = training.sft_config(full, tmp_path / "checkpoints")  # lab 03 cell 7
-    assert_common(args, full, steps=plan.steps, batch=full.batch_size, learning_rate=full.learning_rate)
+    assert_common(args, full, steps=plan.steps, batch=full.sft_forward_rows, accum=full.sft_accum,
+                  learning_rate=full.learning_rate)
+    assert full.sft_forward_rows * full.sft_accum == full.batch_size * full.grad_accum == plan.per_step
     assert args.packing and args.packing_strategy == "bfd" and args.padding_free and not args.gradient_checkpointing
     short = training.sft_config(full, tmp_path / "checkpoints", max_steps=TWO)
     only_steps_changed(args, short)
@@ -91,7 +94,7 @@ def test_lab03_lora_sft_trains_at_the_full_shape(full, tmp_path):
     summary = run_two_steps(trainer)
     per_step = summary.trained_tokens / summary.steps
     assert per_step >= 1000, f"a packed full-profile step trained {per_step:.0f} tokens"
-    assert per_step <= full.batch_size * full.max_length
+    assert per_step <= full.batch_size * full.grad_accum * full.max_length
 
 
 def test_lab04_neftune_runs_train_unpacked_with_noise(full, tmp_path):
@@ -106,7 +109,8 @@ def test_lab04_neftune_runs_train_unpacked_with_noise(full, tmp_path):
     for name, alpha in (("without", None), ("with", 5.0)):
         args = training.sft_config(full, tmp_path / name, packing=False, max_steps=steps, neftune_noise_alpha=alpha,
                                    save_strategy="no")  # fmt: skip
-        assert_common(args, full, steps=steps, batch=full.batch_size, learning_rate=full.learning_rate)
+        assert_common(args, full, steps=steps, batch=full.sft_forward_rows, accum=full.sft_accum,
+                      learning_rate=full.learning_rate)
         assert not args.packing and not args.padding_free and args.neftune_noise_alpha == alpha
         short = training.sft_config(full, tmp_path / name, packing=False, max_steps=TWO, neftune_noise_alpha=alpha,
                                     save_strategy="no")  # fmt: skip
@@ -127,17 +131,18 @@ def test_lab05_qlora_trains_with_checkpointing_and_the_cpu_optimizer(full, tmp_p
     steps = plan.steps  # full: the whole schedule (smoke trains a third of it)
     optim = "paged_adamw_8bit" if on_gpu else LAB_05_OPTIMIZER_ON_CPU
     model_path = full.resolve("big_model")
-    run_plan = plan_memory(model_path, method="qlora", batch=full.batch_size, seq_len=full.max_length,
+    run_plan = plan_memory(model_path, method="qlora", batch=full.sft_forward_rows, seq_len=full.max_length,
                            rank=full.lora_rank, gradient_checkpointing=True,
                            optimizer="paged_adamw_8bit" if on_gpu else "adamw", dtype="bf16" if on_gpu else "fp32",
                            device="cuda" if on_gpu else "cpu")  # fmt: skip
-    assert (run_plan.batch, run_plan.seq_len, run_plan.rank) == (full.batch_size, full.max_length, full.lora_rank)
+    assert (run_plan.batch, run_plan.seq_len, run_plan.rank) == (full.sft_forward_rows, full.max_length, full.lora_rank)
     preflight(run_plan)
     model = lh.load_model("big_model", quantization="4bit", for_training=True, gradient_checkpointing=True)
     assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
     args = training.sft_config(full, tmp_path / "checkpoints", max_steps=steps, gradient_checkpointing=True,
                                optim=optim)  # lab 05 cell 18
-    assert_common(args, full, steps=steps, batch=full.batch_size, learning_rate=full.learning_rate)
+    assert_common(args, full, steps=steps, batch=full.sft_forward_rows, accum=full.sft_accum,
+                  learning_rate=full.learning_rate)
     assert args.gradient_checkpointing and args.gradient_checkpointing_kwargs == {"use_reentrant": False}
     assert str(getattr(args.optim, "value", args.optim)) == optim and args.packing
     short = training.sft_config(full, tmp_path / "checkpoints", max_steps=TWO, gradient_checkpointing=True,
