@@ -4,11 +4,15 @@
 
 - **trained tokens**: ``labhelpers.schedules`` (steps x tokens per step, counted through the chat template).
 - **FLOPs per token**: 2 per matmul parameter for a forward pass (decoder projections plus the output
-  layer; an embedding lookup costs none; attention scores are left out: padding-free packing keeps each
-  example's attention within its own ~100 tokens, under 1 % of the work). A LoRA step with a frozen base
-  runs the forward and the input gradients, 4 per parameter (a full fine-tune adds weight gradients: 6);
-  gradient checkpointing runs the forward again (+2). DPO and KTO add a forward pass of the reference (+2;
-  KTO again for its KL batch: +4); SimPO and ORPO have no reference.
+  layer; an embedding lookup costs none). A LoRA step with a frozen base runs the forward and the input
+  gradients, 4 per parameter (a full fine-tune adds weight gradients: 6); gradient checkpointing runs the
+  forward again (+2). DPO adds a forward pass of the reference (+2); KTO three passes without gradients (the
+  reference on the batch and on its mismatched KL rows, and the policy on those KL rows, TRL's
+  ``_compute_kl_logps``: +6); SimPO and ORPO have no reference.
+- **attention**: per token and layer, 4 x heads x head_dim x the span it attends over (Q K^T and the weighted
+  sum of V), three times per step (forward, and the gradients of Q, K and V) plus every extra forward. The span
+  is the schedule's ``seq_len``: padding-free packing makes a forward pass's rows one sequence and SDPA's
+  block-diagonal mask computes every score of it (the whole length); an unpacked, causal sequence half of it.
 - **peak FLOP/s**: on a DGX Spark (a GB10), NVIDIA's published figure: "up to 1 PFLOP of FP4 AI performance"
   with sparsity (https://www.nvidia.com/en-us/products/workstations/dgx-spark/); dense BF16 on Blackwell
   tensor cores is 1/8 of it (sparsity 2x, FP4 -> FP8 2x, FP8 -> BF16 2x) = 125 TFLOP/s. On another GPU and
@@ -30,7 +34,7 @@ from .schedules import Schedule
 SPARK_BF16_FLOPS = 1e15 / 8
 SPARK_SOURCE = ("DGX Spark (GB10): NVIDIA's published 1 PFLOP FP4 with sparsity / 8 = 125 TFLOP/s dense BF16 "
                 "(nvidia.com/en-us/products/workstations/dgx-spark)")
-FORWARD_PASSES = {"sft": 0, "dpo": 1, "simpo": 0, "orpo": 0, "kto": 2}  # extra no-grad forwards per token
+FORWARD_PASSES = {"sft": 0, "dpo": 1, "simpo": 0, "orpo": 0, "kto": 3}  # extra no-grad forwards per token
 UTILISATION = {"gpu": (0.2, 0.5), "gpu-4bit": (0.1, 0.35), "cpu": (0.25, 0.8)}
 
 
@@ -89,15 +93,18 @@ def device_throughput(model: Any = None, quantized: bool = False, device: str | 
 
 
 def flops_per_token(model: Any, method: str = "sft", full_finetune: bool = False,
-                    gradient_checkpointing: bool = False) -> float:
-    """Training FLOPs per token (see the module docstring): 2 x matmul parameters x passes."""
+                    gradient_checkpointing: bool = False, attention_span: float = 0.0) -> float:
+    """Training FLOPs per token (see the module docstring): 2 x matmul parameters x passes, plus the attention
+    over ``attention_span`` tokens (0: left out)."""
     if method not in FORWARD_PASSES:
         raise ValueError(f"method={method!r}: use one of {tuple(FORWARD_PASSES)}.")
     arch = arch_spec(model)
     counts = arch.param_counts()
     matmul = counts["linear"] + (counts["embeddings"] if arch.tied else counts["lm_head"])
-    passes = (3 if full_finetune else 2) + (1 if gradient_checkpointing else 0) + FORWARD_PASSES[method]
-    return 2 * matmul * passes
+    extra = (1 if gradient_checkpointing else 0) + FORWARD_PASSES[method]
+    passes = (3 if full_finetune else 2) + extra
+    attention = 4 * arch.heads * arch.head_dim * arch.layers * attention_span * (3 + extra)
+    return 2 * matmul * passes + attention
 
 
 def _duration(seconds: float) -> str:
@@ -146,7 +153,8 @@ def estimate_time(plan: Schedule, model: Any, method: str = "sft", *, full_finet
                   throughput: Throughput | None = None, verbose: bool = True) -> TimeEstimate:
     """Estimate a run's time from its schedule and model (a loaded model, config or known name), as a range."""
     throughput = throughput or device_throughput(model, quantized=quantized)
-    per_token = flops_per_token(model, method, full_finetune, gradient_checkpointing)
+    span = plan.seq_len if plan.packed else plan.seq_len / 2  # a block mask computes every score; causal half
+    per_token = flops_per_token(model, method, full_finetune, gradient_checkpointing, attention_span=span)
     flops = plan.trained_tokens * per_token
     lo, hi = throughput.utilisation
     label = method.upper() + (", 4-bit" if quantized else "") + (", checkpointing" if gradient_checkpointing else "")

@@ -36,6 +36,15 @@ class Schedule:
     max_length: int
     stated_epochs: float | None  # the profile's epochs (full); None: the profile fixed the steps (smoke)
     packed: bool = False  # SFT examples packed into rows of max_length tokens
+    forward_rows: int = 1  # packed rows in one forward pass: padding-free packing makes them one sequence
+
+    @property
+    def seq_len(self) -> float:
+        """Mean tokens in one attention sequence: a forward pass's packed rows (one padding-free sequence), one
+        example (unpacked SFT, KTO), or one answer of a pair (preference). What the attention's cost grows with."""
+        if self.packed:
+            return self.forward_rows * self.tokens / self.rows_per_epoch
+        return self.tokens / (self.examples * (2 if self.kind == "preference" else 1))
 
     @property
     def tokens_per_step(self) -> float:
@@ -52,7 +61,8 @@ class Schedule:
         return replace(self, steps=steps, epochs=steps * self.per_step / self.rows_per_epoch, stated_epochs=None)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "tokens_per_step": self.tokens_per_step, "trained_tokens": self.trained_tokens}
+        return {**asdict(self), "tokens_per_step": self.tokens_per_step, "trained_tokens": self.trained_tokens,
+                "seq_len": self.seq_len}
 
     def __str__(self) -> str:
         unit = f"packed rows of {self.max_length} tokens" if self.packed else (
@@ -140,7 +150,8 @@ def schedule(lab: Profile, kind: str = "sft", tokenizer: Any = None, rows: Any =
         _CACHE[key] = Schedule(kind=kind, examples=len(lengths), tokens=sum(lengths),
                                rows_per_epoch=rows_per_epoch, per_step=per_step, steps=steps,
                                epochs=steps * per_step / rows_per_epoch, max_length=lab.max_length,
-                               stated_epochs=None if fixed is not None else epochs_stated, packed=packed)
+                               stated_epochs=None if fixed is not None else epochs_stated, packed=packed,
+                               forward_rows=lab.sft_forward_rows if packed else 1)
     result = _CACHE[key]
     if verbose:
         print(result)

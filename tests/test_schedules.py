@@ -87,10 +87,33 @@ def test_flops_per_token_counts_passes_per_method():
     assert flops_per_token(arch) == 4 * matmul  # LoRA: forward + input gradients
     assert flops_per_token(arch, full_finetune=True) == 6 * matmul
     assert flops_per_token(arch, gradient_checkpointing=True) == 6 * matmul
-    assert flops_per_token(arch, "dpo") == 6 * matmul and flops_per_token(arch, "kto") == 8 * matmul
+    # KTO: the reference on the batch and on its KL rows, and the policy without gradients on the KL rows
+    assert flops_per_token(arch, "dpo") == 6 * matmul and flops_per_token(arch, "kto") == 10 * matmul
     assert flops_per_token(arch, "simpo") == flops_per_token(arch, "orpo") == 4 * matmul
     with pytest.raises(ValueError, match="method='ppo'"):
         flops_per_token(arch, "ppo")
+
+
+def test_attention_flops_grow_with_the_span_and_every_pass():
+    arch = arch_spec("llama-3.1-8b")
+    per_span = 4 * arch.heads * arch.head_dim * arch.layers  # Q K^T and the weighted sum of V, per token
+    base = flops_per_token(arch)
+    assert flops_per_token(arch, attention_span=1000) - base == 3 * per_span * 1000  # forward + d(Q, K, V)
+    assert flops_per_token(arch, "dpo", attention_span=1000) - flops_per_token(arch, "dpo") == 4 * per_span * 1000
+    gc = flops_per_token(arch, gradient_checkpointing=True, attention_span=1000)
+    assert gc - flops_per_token(arch, gradient_checkpointing=True) == 4 * per_span * 1000
+
+
+def test_a_packed_forward_pass_attends_over_all_its_rows():
+    common = dict(kind="sft", examples=1000, tokens=100_000, rows_per_epoch=100, per_step=4, steps=50, epochs=2.0,
+                  max_length=1024, stated_epochs=2)  # fmt: skip
+    one, four = Schedule(**common, packed=True, forward_rows=1), Schedule(**common, packed=True, forward_rows=4)
+    assert (one.seq_len, four.seq_len) == (1000, 4000)  # 100,000 tokens in 100 rows: 1,000 per row
+    assert Schedule(**common).seq_len == 100  # unpacked: one example of 100 tokens
+    spark = Throughput(SPARK_BF16_FLOPS, (0.2, 0.5), "published")
+    est1, est4 = (estimate_time(s, "llama-3.1-8b", throughput=spark, verbose=False) for s in (one, four))
+    assert est4.flops > est1.flops and est4.flops_per_token - est1.flops_per_token == pytest.approx(
+        flops_per_token("llama-3.1-8b", attention_span=3000) - flops_per_token("llama-3.1-8b"))
 
 
 def test_estimate_is_a_range_from_tokens_flops_and_throughput(capsys):
@@ -99,7 +122,7 @@ def test_estimate_is_a_range_from_tokens_flops_and_throughput(capsys):
     assert sched.trained_tokens == 200_000
     spark = Throughput(SPARK_BF16_FLOPS, (0.2, 0.5), "published")
     est = estimate_time(sched, "llama-3.1-8b", throughput=spark)
-    flops = 200_000 * flops_per_token("llama-3.1-8b")
+    flops = 200_000 * flops_per_token("llama-3.1-8b", attention_span=100 / 2)  # unpacked: causal, half of 100
     assert est.flops == flops
     assert est.low_s == pytest.approx(flops / (125e12 * 0.5)) and est.high_s == pytest.approx(flops / (125e12 * 0.2))
     out = capsys.readouterr().out
