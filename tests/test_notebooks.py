@@ -48,8 +48,13 @@ def test_lesson_shape(path):
 
 # ------------------------------------------------------------------------- the Self-check asserts what ran
 SELF_CHECK_HEADING = re.compile(r"^#+ .*self-check", re.I | re.M)
-# calls whose result is configuration, not a measurement: the profile and its paths, configs and presets
-CONFIG_CALLS = {"profile", "lab_dir", "resolve", "getenv"}
+# calls whose result is configuration or a prediction, not a measurement of this run: the profile and its paths,
+# configs and presets, schedules, plans and estimates computed from them, commands built from settings, the data's
+# own labels
+CONFIG_CALLS = {"profile", "lab_dir", "resolve", "getenv", "with_overrides", "schedule", "with_steps", "estimate_time",
+                "plan_memory", "arch_spec", "param_counts", "flops_per_token", "device_throughput", "sparks_needed",
+                "disk_plan", "launch_command", "two_spark_commands", "decoder_layer_class", "expected_labs",
+                "reference_answer", "prompt_messages", "data_path", "version"}  # fmt: skip
 # calls that pass their arguments' nature through (a length, a sum, a conversion, a container)
 TRANSPARENT_CALLS = {"abs", "all", "any", "bool", "dict", "enumerate", "float", "frozenset", "getattr", "int",
                      "isinstance", "len", "list", "max", "min", "Path", "range", "repr", "round", "set", "sorted",
@@ -189,7 +194,13 @@ def test_self_check_asserts_what_this_run_measured(path):
       object's ``.args`` / ``.config`` / ``.peft_config`` / ``.generation_config``, ``os.environ``;
       ``len``, ``min``, ``sum``, ``int``, ``Path``, ... are measured only when their arguments are;
     - every ``assert`` in the section must test a measured expression, and at least one of them must use a
-      name measured *before* the section (the run's own result, not one computed only to be checked).
+      name measured *before* the section (the run's own result, not one computed only to be checked);
+    - every ``assert`` stands at the top level of its cell or in a ``for`` loop over measured rows: never under
+      ``if``, ``try``, ``while`` or ``with`` (a bound that depends on the profile or the device is chosen, and
+      named, before one unconditional assert);
+    - no ``assert`` checks nothing a broken run could fail: not a tuple, not ``a or b``, not an expression
+      compared with itself, not ``is None`` / ``is not None``, not non-negativity (``x >= 0``) or finiteness alone;
+    - at least one ``assert`` compares a measured value with a *named* bound (``assert drop >= MIN_DROP``).
 
     A config echo (``assert args.beta == 0.1``, ``assert batch_size > 1``) therefore fails here: print it instead.
     The rule cannot tell a measured quantity that is guaranteed by construction from one that is not: that
@@ -197,6 +208,47 @@ def test_self_check_asserts_what_this_run_measured(path):
     """
     problems = self_check_problems(_cells(path))
     assert not problems, f"{path.name}: " + "\n".join(problems)
+
+
+def _vacuous(test: ast.expr) -> str | None:
+    """Why an assert's test checks nothing a broken run could fail, or None (see the rule's docstring)."""
+    if isinstance(test, ast.Tuple):
+        return "a tuple is always true (assert (cond, 'msg') asserts nothing)"
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.Or):
+        return "'or' lets one side pass it: choose the bound before the assert, then assert once"
+    if isinstance(test, ast.BoolOp):  # and: every part must check something
+        reasons = [_vacuous(v) for v in test.values]
+        return reasons[0] if all(reasons) else None
+    if isinstance(test, ast.Call) and _callee(test.func) in ("isfinite", "isnan", "isinf"):
+        return "finiteness alone"
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not) and isinstance(test.operand, ast.Call) and (
+            _callee(test.operand.func) in ("isnan", "isinf")):
+        return "finiteness alone"
+    if isinstance(test, ast.Compare):
+        sides = [test.left, *test.comparators]
+        if any(ast.dump(a) == ast.dump(b) for a, b in zip(sides, sides[1:], strict=False)):
+            return "an expression compared with itself"
+        if any(isinstance(op, (ast.Is, ast.IsNot)) for op in test.ops) and any(
+                isinstance(c, ast.Constant) and c.value is None for c in sides):
+            return "'is (not) None' checks that something exists, not what it measured"
+        if len(test.ops) == 1 and isinstance(test.ops[0], (ast.GtE, ast.Gt)) and isinstance(test.comparators[0], ast.Constant) \
+                and test.comparators[0].value in (0, 0.0) and isinstance(test.ops[0], ast.GtE):
+            return "non-negativity alone"
+    return None
+
+
+def _named_bound(test: ast.expr, tracker: Measured) -> bool:
+    """Does this assert compare a measured expression with a named bound (a non-measured name, e.g. MIN_DROP)?"""
+    for node in ast.walk(test):
+        if isinstance(node, ast.Compare) and not any(isinstance(op, (ast.Is, ast.IsNot, ast.In, ast.NotIn))
+                                                     for op in node.ops):  # fmt: skip
+            sides = [node.left, *node.comparators]
+            measured = [tracker.expr(x) for x in sides]
+            named = [any(isinstance(n, ast.Name) and n.id in tracker.bound and n.id not in tracker.measured
+                         for n in ast.walk(x)) for x in sides]  # fmt: skip
+            if any(measured) and any(n and not m for n, m in zip(named, measured, strict=True)):
+                return True
+    return False
 
 
 def self_check_problems(cells) -> list[str]:
@@ -209,7 +261,7 @@ def self_check_problems(cells) -> list[str]:
         if cell.cell_type == "code":
             tracker.run(_parse(cell.source).body)
     earlier = set(tracker.measured)  # measured before the section, and names the section derives from them
-    asserts, problems, uses_earlier = 0, [], False
+    asserts, problems, structure, uses_earlier, bounded = 0, [], [], False, False
     for index in section:
         for stmt in _parse(cells[index].source).body:  # in order: a name assigned above an assert counts
             tracker.run([stmt])  # first, so that a for-loop's target is bound for the asserts in its body
@@ -219,20 +271,37 @@ def self_check_problems(cells) -> list[str]:
                 if value is not None and {n.id for n in ast.walk(value) if isinstance(n, ast.Name)} & earlier:
                     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                     earlier |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            if not isinstance(stmt, (ast.Assert, ast.For)):  # an assert under if / try / while / with is conditional
+                for node in ast.walk(stmt):
+                    if isinstance(node, ast.Assert):
+                        structure.append(f"cell {index}, line {node.lineno}: assert inside a "
+                                         f"{type(stmt).__name__.lower()} block: {ast.unparse(node.test)[:80]}")
             for node in ast.walk(stmt):
                 if isinstance(node, ast.Assert):
                     asserts += 1
+                    why = _vacuous(node.test)
+                    if why:
+                        structure.append(f"cell {index}, line {node.lineno}: {why}: assert {ast.unparse(node.test)[:80]}")
                     if tracker.expr(node.test):
                         names = {n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)}
                         uses_earlier |= bool(names & earlier)
+                        bounded |= _named_bound(node.test, tracker)
                     else:
                         problems.append(f"cell {index}, line {node.lineno}: assert {ast.unparse(node.test)[:100]}")
     if not asserts:
         return ["the Self-check section asserts nothing"]
+    found = []
     if problems:
-        return ["Self-check asserts on constants or configuration, not on what this run measured (print those "
-                "instead):", *problems]
-    return [] if uses_earlier else ["no Self-check assert uses a quantity measured before the Self-check"]
+        found += ["Self-check asserts on constants or configuration, not on what this run measured (print those "
+                  "instead):", *problems]
+    if structure:
+        found += ["Self-check asserts that cannot fail on a broken run, or only sometimes run:", *structure]
+    if not uses_earlier:
+        found.append("no Self-check assert uses a quantity measured before the Self-check")
+    if not bounded:
+        found.append("no Self-check assert compares a measured value with a named bound (e.g. MIN_DROP = 0.2, then "
+                     "assert drop >= MIN_DROP): name the bound, and say in a comment how it was chosen")
+    return found
 
 
 def test_the_self_check_rule_tells_a_measurement_from_a_config_echo():
@@ -240,19 +309,39 @@ def test_the_self_check_rule_tells_a_measurement_from_a_config_echo():
 
     setup = new_code_cell("import labhelpers as lh\nlab = lh.profile()\nRANK = lab.lora_rank\n"
                           "args = training.sft_config(lab, 'out')\ntrainer = SFTTrainer(args=args)\n"
-                          "summary = training.train(trainer)\nloss = heldout_loss(trainer.model)")
+                          "plan = lh.schedule(lab, 'sft')\nestimate = lh.estimate_time(plan, 'model')\n"
+                          "summary = training.train(trainer)\nloss = heldout_loss(trainer.model)\nMAX_LOSS = 3.0")
     head = new_markdown_cell("## Self-check")
 
     def problems(check: str) -> list[str]:
         return self_check_problems([setup, head, new_code_cell(check)])
 
+    bounded = "assert loss < MAX_LOSS\n"  # a named bound, so the other lines decide
     for echo in ("assert RANK == 16", "assert lab.seed == 0", "assert trainer.args.beta == 0.1",
-                 "assert args.max_steps > 1", "refused = True\nassert refused", "assert len(RANK * [1]) == 16"):
-        assert problems(echo), f"not flagged: {echo}"
-    for measured in ("assert loss < 2.0", "assert summary.final_loss < 3", "drop = 1 - loss / 3\nassert drop > 0.1",
-                     "for x in (loss,):\n    assert x > 0"):
+                 "assert args.max_steps > 1", "refused = True\nassert refused", "assert len(RANK * [1]) == 16",
+                 "assert plan.steps > 1", "assert estimate.low_s < estimate.high_s"):  # fmt: skip
+        assert problems(bounded + echo), f"not flagged: {echo}"
+    for vacuous in ("if not lab.is_smoke:\n    assert loss < 2.0",  # only sometimes run
+                    "if loss < 2:\n    assert loss < 2\nelse:\n    assert loss > 1",
+                    "try:\n    assert loss < 2.0\nexcept AssertionError:\n    pass",
+                    "while False:\n    assert loss < 2.0",
+                    "assert loss < 2.0 or lab.is_smoke", "assert lab.is_smoke or loss < 2.0",  # one side passes it
+                    "assert loss == loss", "assert summary.final_loss <= summary.final_loss",  # itself
+                    "assert summary.final_loss is not None", "assert loss is not None and loss is not None",
+                    "assert abs(loss) >= 0", "assert loss >= 0", "assert math.isfinite(loss)",
+                    "assert not math.isnan(loss)", "assert math.isfinite(loss) and loss >= 0",
+                    "assert (loss < 2.0, 'the loss fell')"):  # a tuple: always true  # fmt: skip
+        assert problems(bounded + vacuous), f"not flagged: {vacuous}"
+    for measured in ("assert loss < MAX_LOSS", "assert summary.final_loss < MAX_LOSS",
+                     "MIN_DROP = 0.1\ndrop = 1 - loss / 3\nassert drop >= MIN_DROP",
+                     "for x in (loss,):\n    assert x < MAX_LOSS",
+                     "assert math.isfinite(loss) and loss < MAX_LOSS",
+                     "LIMIT = 2.0 if lab.is_smoke else 1.0  # chosen per profile, then one assert\nassert loss < LIMIT"):
         assert problems(measured) == [], f"flagged: {measured}"
-    assert problems("drop = heldout_loss(None)\nassert drop > 0") == [
+    assert problems("assert loss < 2.0") == [  # measured, but no named bound
+        "no Self-check assert compares a measured value with a named bound (e.g. MIN_DROP = 0.2, then assert drop "
+        ">= MIN_DROP): name the bound, and say in a comment how it was chosen"]
+    assert problems("drop = heldout_loss(None)\nassert drop < MAX_LOSS") == [
         "no Self-check assert uses a quantity measured before the Self-check"]
 
 
