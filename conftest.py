@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -61,16 +60,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"nbval: {', '.join(moved)} left to the browser check (tests/browser), not run twice")
 
 
-# Under CI=true a skip hides a missing extra, model or tool: it fails instead. What a CI machine cannot have
-# (a GPU, an Ollama server) may still skip, and so may a check that only runs where there is no GPU.
-CI_SKIPS_ALLOWED = re.compile(r"\b(GPU|CUDA|Ollama|CPU-only)\b", re.I)
+# Under CI=true a skip hides a missing extra, model or tool: it fails instead. Only a test marked for what a CI
+# machine cannot choose to have may still skip: @pytest.mark.gpu (it depends on whether a CUDA GPU is there) or
+# @pytest.mark.ollama (it needs an Ollama server). The marker decides, never the words of the skip's reason.
+CI_SKIP_MARKERS = ("gpu", "ollama")
 
 
-def ci_skip_failure(reason: str) -> str | None:
-    """The failure message for a skip with this reason under CI=true, or None if the skip is allowed."""
-    if os.environ.get("CI") != "true" or CI_SKIPS_ALLOWED.search(reason):
+def ci_skip_failure(reason: str, markers: set[str] | frozenset[str] = frozenset()) -> str | None:
+    """The failure message for a skip under CI=true of a test with these markers, or None if it may skip."""
+    if os.environ.get("CI") != "true" or markers & set(CI_SKIP_MARKERS):
         return None
-    return f"CI=true: skipping is a failure here (only GPU/Ollama skips are allowed): {reason}"
+    return (f"CI=true: skipping is a failure here (only tests marked {' or '.join(CI_SKIP_MARKERS)} may skip): "
+            f"{reason}")
 
 
 def _skip_reason(report) -> str:
@@ -78,10 +79,10 @@ def _skip_reason(report) -> str:
     return str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
 
 
-def _fail_ci_skip(report):
+def _fail_ci_skip(report, markers: frozenset[str] = frozenset()):
     """Turn a skipped report (a test, or a module-level skip at collection) into a failure where CI forbids it."""
     if report.skipped and not hasattr(report, "wasxfail"):
-        failure = ci_skip_failure(_skip_reason(report))
+        failure = ci_skip_failure(_skip_reason(report), markers)
         if failure:
             report.outcome, report.longrepr = "failed", failure
     return report
@@ -89,7 +90,7 @@ def _fail_ci_skip(report):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    return _fail_ci_skip((yield))
+    return _fail_ci_skip((yield), frozenset(m.name for m in item.iter_markers()))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -153,13 +153,32 @@ def validate_rows(rows: list[Any], kind: str, source: str = "<rows>", lines: lis
         raise DataValidationError(errors[:MAX_ERRORS], total=len(errors))
 
 
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: spreadsheet tools write it at the start of a "UTF-8" file
+
+
+def _decoded_lines(path: Path) -> tuple[list[str], list[str]]:
+    """The file's lines as text, and an error per line that is not UTF-8 (file, line, byte, the fix)."""
+    data = path.read_bytes()
+    data = data[len(BOM):] if data.startswith(BOM) else data  # accepted: it is UTF-8 with a marker
+    lines, errors = [], []
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as exc:
+            lines.append("")
+            errors.append(f"{path}, line {n}, field '<text>': not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                          f"{exc.start + 1}); save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in > out`)")
+    return lines, errors
+
+
 def read_jsonl(path: str | Path) -> tuple[list[Any], list[int]]:
-    """The parsed rows of a JSONL file and their 1-based line numbers (blank lines skipped)."""
+    """The parsed rows of a JSONL file and their 1-based line numbers (blank lines skipped; a UTF-8 BOM accepted)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    rows, lines, errors = [], [], []
-    for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    rows, lines = [], []
+    texts, errors = _decoded_lines(path)
+    for n, text in enumerate(texts, start=1):
         if not text.strip():
             continue
         try:
@@ -174,9 +193,26 @@ def read_jsonl(path: str | Path) -> tuple[list[Any], list[int]]:
 
 def read_rows(path: str | Path, kind: str) -> list[dict]:
     """Read and validate a JSONL file of ``kind``; return its rows."""
+    return _read_rows(path, kind)[0]
+
+
+def _read_rows(path: str | Path, kind: str) -> tuple[list[dict], list[int]]:
     rows, lines = read_jsonl(path)
     validate_rows(rows, kind, source=str(path), lines=lines)
-    return rows
+    return rows, lines
+
+
+# Where the rows of a Dataset load_lab_dataset returned came from, by the dataset's fingerprint: describe() names a
+# row by its file and line. A dataset made from it (select, map) has another fingerprint: its rows are named by index.
+_SOURCES: dict[str, tuple[str, list[int]]] = {}
+
+
+def row_names(dataset: Any) -> list[str]:
+    """A name per row for messages: ``"<file>, line N"`` for a dataset as load_lab_dataset returned it, else ``"row i"``."""
+    source = _SOURCES.get(getattr(dataset, "_fingerprint", None))
+    if source and len(source[1]) == len(dataset):
+        return [f"{source[0]}, line {n}" for n in source[1]]
+    return [f"row {i}" for i in range(len(dataset))]
 
 
 # ------------------------------------------------------------------------------------------- accessors
@@ -223,26 +259,33 @@ def load_lab_dataset(name_or_path: str | Path, kind: str | None = None, split: s
     from datasets import Dataset
 
     name = str(name_or_path)
+    source = None
     if name in KINDS:
         if kind not in (None, name):
             raise ValueError(f"load_lab_dataset({name!r}, kind={kind!r}): the name already says the kind")
         kind, path = name, data_path(name, split)
-        rows = read_rows(path, kind)
+        rows, lines = _read_rows(path, kind)
+        source = str(path)
     elif kind not in KINDS:
         raise ValueError(f"load_lab_dataset({name!r}): pass kind= one of {', '.join(KINDS)} "
                          "for a file or hub id")
     elif Path(name).expanduser().is_file() or name.endswith(".jsonl") or not _HUB_ID.match(name):
-        rows = read_rows(Path(name).expanduser(), kind)
+        rows, lines = _read_rows(Path(name).expanduser(), kind)
+        source = str(Path(name).expanduser())
     else:
         rows = _load_hub(name, kind, split)
+        lines = list(range(1, len(rows) + 1))
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit={limit}: must be at least 1")
-        rows = rows[:limit]
+        rows, lines = rows[:limit], lines[:limit]
         if kind == "kto" and len({r["label"] for r in rows}) == 1:
             raise DataValidationError([f"{name}, field 'label': the first {len(rows)} rows have one label "
                                        "only; KTO needs both (raise limit)"])
-    return Dataset.from_list(rows)
+    dataset = Dataset.from_list(rows)
+    if source is not None:
+        _SOURCES[dataset._fingerprint] = (source, lines)
+    return dataset
 
 
 def _load_hub(name: str, kind: str, split: str) -> list[dict]:
@@ -279,10 +322,20 @@ def _stats(values: list[int]) -> dict[str, float]:
             "median": statistics.median(ordered), "p95": p95, "max": ordered[-1]}
 
 
+def _named(names: list[str], limit: int = 5) -> str:
+    return "; ".join(names[:limit]) + (f"; and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def describe(dataset: Any, tokenizer: Any = None, kind: str | None = None, max_length: int | None = None,
              verbose: bool = True) -> dict[str, Any]:
-    """Print and return counts, lengths (tokens with a tokenizer, else words), label balance, length ratio."""
+    """Print and return counts, lengths (tokens with a tokenizer, else words), label balance, length ratio.
+
+    With a tokenizer and ``max_length``, the rows longer than ``max_length`` are named (file and line for a
+    dataset as ``load_lab_dataset`` returned it), with a warning: their answer is cut; a row whose prompt alone
+    fills ``max_length`` keeps no answer at all, and TRL drops it from training without a word.
+    """
     rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
+    names = row_names(dataset) if hasattr(dataset, "_fingerprint") else [f"row {i}" for i in range(len(rows))]
     if not rows:
         raise ValueError("describe() got an empty dataset")
     kind = kind or _infer_kind(rows[0])
@@ -296,7 +349,20 @@ def describe(dataset: Any, tokenizer: Any = None, kind: str | None = None, max_l
         seq = _lengths(texts, tokenizer)
         info["sequence_length"] = _stats(seq)
         if max_length is not None:
-            info["longer_than_max_length"] = sum(n > max_length for n in seq)
+            prompts = [tokenizer.apply_chat_template(prompt_messages(r), tokenize=False, add_generation_prompt=True)
+                       for r in rows]  # fmt: skip
+            cut = [names[i] for i, n in enumerate(seq) if n > max_length]
+            no_answer = [names[i] for i, n in enumerate(_lengths(prompts, tokenizer)) if n >= max_length]
+            info.update(longer_than_max_length=len(cut), longer_rows=cut, answer_cut_off_rows=no_answer)
+            if no_answer:
+                info["warnings"].append(
+                    f"{len(no_answer)} row(s) whose prompt alone fills max_length={max_length}: no answer token is "
+                    f"left, so TRL drops them from training ({_named(no_answer)}); shorten their prompts or raise "
+                    "max_length")
+            if len(cut) > len(no_answer):
+                info["warnings"].append(
+                    f"{len(cut)} row(s) longer than max_length={max_length}: the end of their answer is cut "
+                    f"({_named(cut)}); the model never learns how they end")
     info["prompt_length"] = _stats(_lengths([prompt_text(r) for r in rows], tokenizer))
     if kind == "preference":
         chosen = _lengths([r["chosen"][0]["content"] for r in rows], tokenizer)
@@ -337,7 +403,8 @@ def _summary(info: dict[str, Any]) -> str:
             lines.append(f"  {key:<16} min {s['min']}, mean {s['mean']}, median {s['median']}, "
                          f"p95 {s['p95']}, max {s['max']}")
     if "longer_than_max_length" in info:
-        lines.append(f"  rows longer than max_length: {info['longer_than_max_length']}")
+        cut = info["longer_rows"]
+        lines.append(f"  rows longer than max_length: {len(cut)}" + (f" ({_named(cut)})" if cut else ""))
     if "length_ratio" in info:
         lines.append(f"  chosen/rejected mean length ratio: {info['length_ratio']:.2f} (aim for 0.8-1.25)")
     if "desirable" in info:

@@ -5,6 +5,17 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def own_outputs_and_no_inherited_seed(tmp_path_factory, monkeypatch):
+    """Each unit test writes to its own LABS_OUTPUT_DIR and trains with seed 0, whatever the shell exported.
+
+    (Notebooks run by nbval or the runner share one output folder on purpose: labs 09 and 10 read what earlier
+    labs wrote. This fixture reaches only the tests under tests/.)
+    """
+    monkeypatch.setenv("LABS_OUTPUT_DIR", str(tmp_path_factory.mktemp("outputs")))
+    monkeypatch.delenv("LABS_SEED", raising=False)
+
+
 @pytest.fixture(scope="session")
 def embedded_dir():
     """The materialised embedded model folder (created once per machine)."""

@@ -219,6 +219,44 @@ GOOD_PREF = {"prompt": u("q"), "chosen": a("Answer: yes\nLab: 3.1.6"),
              "rejected": a("Answer: no\nLab: 3.1.6")}
 
 
+def test_a_file_that_is_not_utf8_is_named_with_its_line_and_the_fix(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps({"messages": u("q") + a("Answer: x\nLab: 3.1.1")}, ensure_ascii=False)
+    bad = json.dumps({"messages": u("Qué es LoRA?") + a("Answer: x\nLab: 3.1.1")}, ensure_ascii=False)
+    path.write_bytes((good + "\n" + bad + "\n").encode("latin-1"))  # what a Windows editor saves as "ANSI"
+    with pytest.raises(DataValidationError) as err:
+        load_lab_dataset(path, kind="sft")
+    msg = str(err.value)
+    assert f"{path}, line 2, field '<text>': not UTF-8 (byte 0xe9 at column" in msg and "save the file as UTF-8" in msg
+    assert "line 1" not in msg  # the valid line is not blamed
+
+
+def test_a_utf8_file_with_a_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "excel.jsonl"
+    row = {"messages": u("Qué es LoRA?") + a("Answer: x\nLab: 3.1.1")}
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(row, ensure_ascii=False) + "\r\n").encode("utf-8"))  # spreadsheet tools
+    assert load_lab_dataset(path, kind="sft")[0]["messages"] == row["messages"]
+
+
+def test_rows_max_length_cuts_are_named_with_file_and_line(tmp_path, tokenizer):
+    long_prompt = "Please explain this in detail. " * 60  # ~360 tokens: fills max_length by itself
+    lines = [{"messages": u("Which lab covers DPO?") + a("Answer: it does.\nLab: 3.1.6")},
+             {"messages": u(long_prompt) + a("Answer: a long one.\nLab: 3.1.3")},
+             {"messages": u("Which lab covers DPO? " * 4) + a("Answer: " + "word " * 80 + "\nLab: 3.1.6")}]
+    path = write(tmp_path, "mine.jsonl", lines)
+    info = describe(load_lab_dataset(path, kind="sft"), tokenizer=tokenizer, max_length=128, verbose=False)
+    assert info["answer_cut_off_rows"] == [f"{path}, line 2"]
+    assert info["longer_rows"] == [f"{path}, line 2", f"{path}, line 3"] and info["longer_than_max_length"] == 2
+    dropped, cut = info["warnings"]
+    assert "prompt alone fills max_length=128" in dropped and "TRL drops them from training" in dropped
+    assert f"{path}, line 2" in dropped and f"{path}, line 3" not in dropped
+    assert "2 row(s) longer than max_length=128" in cut and f"{path}, line 3" in cut
+    # a dataset made from it (select, map) has lost its file: its rows are named by index
+    again = describe(load_lab_dataset(path, kind="sft").select([1, 2]), tokenizer=tokenizer, max_length=128,
+                     verbose=False)  # fmt: skip
+    assert again["longer_rows"] == ["row 0", "row 1"]
+
+
 def test_malformed_json_names_file_and_line(tmp_path):
     msg = error_of(tmp_path, "preference", [GOOD_PREF, '{"prompt": [}'])
     assert "bad.jsonl, line 2, field '<json>': malformed JSON" in msg

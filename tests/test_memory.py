@@ -339,6 +339,7 @@ def test_cpu_plans_against_mem_available(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ report / track / plot
+@pytest.mark.gpu
 def test_memory_report_on_cpu_has_system_fields_and_no_gpu_fields():
     report = memory_report()
     if torch.cuda.is_available():

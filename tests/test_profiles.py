@@ -84,9 +84,8 @@ def test_resolve_embedded_returns_the_materialised_folder(embedded_dir):
     assert resolve_model("embedded") == str(embedded_dir)
 
 
-def test_hub_id_without_a_reachable_hub_fails_within_seconds(monkeypatch):
+def test_hub_id_without_a_reachable_hub_names_the_variable_and_the_offline_cache(monkeypatch):
     """No HF_HUB_OFFLINE, nothing answering at the hub address: LABS_MODEL and the offline cache are named."""
-    import time
 
     from huggingface_hub import constants
 
@@ -96,13 +95,11 @@ def test_hub_id_without_a_reachable_hub_fails_within_seconds(monkeypatch):
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
     monkeypatch.setenv("LABS_MODEL", "TinyLlama/TinyLlama-1.1B-Chat-v1.0")
     hub_reachable.cache_clear()
-    start = time.perf_counter()
     try:
         with pytest.raises(ProfileError) as err:
             profile(verbose=False)
     finally:
         hub_reachable.cache_clear()
-    assert time.perf_counter() - start < 10
     text = str(err.value)
     assert "LABS_MODEL='TinyLlama/TinyLlama-1.1B-Chat-v1.0'" in text and "cannot be reached" in text
     assert "127.0.0.1:9" in text and "offline cache" in text and constants.HF_HUB_CACHE in text
