@@ -178,6 +178,46 @@ def test_packed_loss_equals_sum_of_separate_losses(lab, tokenizer, tmp_path):
 
 
 # -------------------------------------------------------------------------------------- callbacks
+def test_one_neftune_step_adds_noise_of_alpha_over_sqrt_ld_through_the_trainer_and_none_in_eval(
+        tiny_llama, tokenizer, lab, tmp_path):
+    """What lab 04 teaches, through SFTTrainer's own path: neftune_noise_alpha=5 -> noise in [-alpha/sqrt(L*d),
+    +alpha/sqrt(L*d)] on every embedding during a training step (L the batch's padded length, d the width), and
+    the embeddings of an eval-mode forward, during and after training, untouched."""
+    alpha, seen = 5.0, []
+
+    class Probe(TrainerCallback):  # registered after Trainer.train() has attached NEFTune's hook, so it runs after it
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            embed = model.get_input_embeddings()
+
+            def record(module, inputs, output):
+                clean = torch.nn.functional.embedding(inputs[0], module.weight)
+                seen.append((module.training, inputs[0].shape[1], (output - clean).detach()))
+
+            self.handle = embed.register_forward_hook(record)
+            model.eval()  # one eval-mode forward while the NEFTune hook is attached
+            with torch.no_grad():
+                model(input_ids=torch.tensor([[5, 6, 7, 8]]))
+            model.train()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.handle.remove()
+
+    trainer = sft_trainer(tiny_llama, tokenizer, lab, tmp_path, sft_rows(4), [Probe()], max_steps=1,
+                          packing=False, neftune_noise_alpha=alpha, save_strategy="no")
+    T.train(trainer, resume=False)
+    (eval_mode, _, eval_noise), *train_steps = seen
+    assert not eval_mode and torch.count_nonzero(eval_noise) == 0  # no noise in eval mode
+    assert train_steps and all(training for training, _, _ in train_steps)
+    d = trainer.model.get_input_embeddings().embedding_dim
+    for _, length, noise in train_steps:
+        bound = alpha / math.sqrt(length * d)
+        assert noise.abs().max() <= bound * (1 + 1e-6), f"noise {noise.abs().max():.5f} over alpha/sqrt(Ld) {bound:.5f}"
+        assert noise.abs().max() >= 0.9 * bound and noise.abs().mean() == pytest.approx(bound / 2, rel=0.1)
+    embed = trainer.model.get_input_embeddings()  # after training: the hook is gone
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert torch.equal(embed(ids), torch.nn.functional.embedding(ids, embed.weight))
+
+
 def test_nan_guard_stops_and_explains_the_three_causes(capsys):
     guard, state, control = NanGuardCallback(), TrainerState(), TrainerControl()
     state.global_step = 7
