@@ -242,7 +242,7 @@ def ollama_template(tokenizer: Any, add_bos: bool = False) -> OllamaTemplate:
     legacy, render = _legacy_template(tokenizer, add_bos)
     if legacy.template is not None:
         return legacy
-    messages = _messages_template(render)
+    messages = _messages_template(render, getattr(tokenizer, "all_special_tokens", ()))
     if messages.template is not None:
         return messages
     return _defer(f"{legacy.reason}; as a .Messages template: {messages.reason}")
@@ -304,64 +304,80 @@ def _legacy_template(tokenizer: Any, add_bos: bool) -> tuple[OllamaTemplate, Any
                           "for user, system+user and multi-turn chats", turn_end=f), render
 
 
-def _messages_template(render: Any) -> OllamaTemplate:
+def _inside_a_token(text: str, cut: int, specials: Sequence[str]) -> bool:
+    """Does position ``cut`` of ``text`` fall inside one of the special tokens written there?"""
+    return any(i < cut < i + len(t) for t in specials if t for i in range(len(text)) if text.startswith(t, i))
+
+
+def _messages_template(render: Any, specials: Sequence[str] = ()) -> OllamaTemplate:
     """A ``.Messages`` TEMPLATE, which Ollama runs once over the whole chat, cut from placeholder renderings.
 
-    The chat template's text is split into: a system block ``A`` + system text + ``B`` (or ``N`` without a system
-    message), each user message between ``U1`` and ``U2``, each assistant message between ``R1`` and ``R2``, and
-    the generation prompt ``G``. That form holds a block written into every chat (Llama 3.1's dated system header),
-    which a per-turn TEMPLATE would repeat on each turn. Kept only if Ollama's rendering of every check chat equals
-    the chat template's exactly.
+    The chat template's text is split into a head ``N`` written once (without a system message; with one, the
+    system block ``A`` + system text + ``B``), each user message between ``U1`` and ``U2``, each assistant message
+    between ``R1`` and ``R2``, and the generation prompt ``G``. That form holds what a per-turn TEMPLATE would repeat
+    on every turn: Llama 3.1's system block, written into every chat, or a BOS token the template writes itself
+    where llama.cpp does not add it. Kept only if Ollama's rendering of every check chat equals the chat template's.
     """
     sys_m, user_m, asst_m = ({"role": r, "content": c} for r, c in (("system", _S), ("user", _P), ("assistant", _R)))
     user2 = {"role": "user", "content": _P2}
     try:
-        su, two = render([sys_m, user_m], True), render([sys_m, user_m, asst_m, user2], True)
-        u, u_open = render([user_m], True), render([user_m], False)
-    except Exception as err:  # no system role (Gemma, Mistral): the per-turn form already covers those
-        return _defer(f"the chat template cannot render a system+user chat ({err})")
-    if any(t.count(p) != 1 for t, ps in ((su, (_S, _P)), (two, (_S, _P, _R, _P2)), (u, (_P,)), (u_open, (_P,)))
+        u, u_open, two = render([user_m], True), render([user_m], False), render([user_m, asst_m, user2], True)
+    except Exception as err:  # a template that needs extra variables
+        return _defer(f"the chat template cannot render a user+assistant chat ({err})")
+    try:
+        su = render([sys_m, user_m], True)
+    except Exception:  # no system role (Gemma, Mistral): no system block to write
+        su = None
+    if any(t.count(p) != 1 for t, ps in ((u, (_P,)), (u_open, (_P,)), (two, (_P, _R, _P2)), (su or _S + _P, (_S, _P)))
            for p in ps):  # fmt: skip
         return _defer("the chat template does not write each message once")
-    a, y, tail = su[: su.index(_S)], su[su.index(_S) + len(_S) : su.index(_P)], su[su.index(_P) + len(_P) :]
-    first = su[: su.index(_P) + len(_P)]
-    if not two.startswith(first) or not two.endswith(_P2 + tail):
+    z, u2 = u_open.split(_P)  # N U1 | U2
+    tail = u[u.index(_P) + len(_P) :]  # U2 G
+    if not (u.startswith(z + _P) and two.startswith(z + _P) and two.endswith(_P2 + tail) and tail.startswith(u2)):
         return _defer("a later turn changes how the first one is written")
-    x1, rest = two[len(first) :].split(_R)
-    x2 = rest[: rest.index(_P2)]
-    u2 = u_open[u_open.index(_P) + len(_P) :]
-    if not (tail.startswith(u2) and x1.startswith(u2)):
+    x1, rest = two[len(z + _P) :].split(_R)  # U2 R1 | R2 U1 P2 U2 G
+    x2 = rest[: rest.index(_P2)]  # R2 U1
+    if not x1.startswith(u2):
         return _defer("a user message does not end the same way in every chat")
     gen, r1 = tail[len(u2) :], x1[len(u2) :]
-    if x2.startswith(u2) and y.endswith(x2[len(u2) :]):  # each message ends alike (Llama 3.1: <|eot_id|>)
+    if x2.startswith(u2) and z.endswith(x2[len(u2) :]):  # each message ends alike (Llama 3.1: <|eot_id|>)
         r2, u1 = u2, x2[len(u2) :]
-    else:  # else the longest text every user message starts with: the common end of what precedes it
-        u1 = x2[len(x2) - len(os.path.commonprefix([x2[::-1], y[::-1]])) :]
-        r2 = x2[: len(x2) - len(u1)]
-    b = y[: len(y) - len(u1)]
-    if not u.endswith(u1 + _P + tail):
-        return _defer("without a system message the first user message is written differently")
-    n = u[: len(u) - len(u1 + _P + tail)]
-    system = None
-    if n == a + b:  # a system block in every chat, empty without a system message (Llama 3.1)
-        head = f"{a}{{{{ .System }}}}{b}"
-    elif n == "":
-        head = f"{{{{ if .System }}}}{a}{{{{ .System }}}}{b}{{{{ end }}}}"
-    elif n.startswith(a) and n.endswith(b):  # a default system prompt: the Modelfile's SYSTEM, always sent
-        head, system = f"{a}{{{{ .System }}}}{b}", n[len(a) : len(n) - len(b)]
+    else:  # else the longest text every user message starts with: the common end of what precedes one,
+        k = len(os.path.commonprefix([x2[::-1], z[::-1]]))  # never cutting a special token in two
+        while k and (_inside_a_token(x2, len(x2) - k, specials) or _inside_a_token(z, len(z) - k, specials)):
+            k -= 1
+        u1, r2 = x2[len(x2) - k :], x2[: len(x2) - k]
+    n, system, head = z[: len(z) - len(u1)], None, ""
+    pieces = [n, u1, u2, r1, r2, gen]
+    if su is None:
+        head = n  # written once: a BOS token, say
     else:
-        return _defer("without a system message it writes a block that is not its system block")
-    pieces = (a, b, u1, u2, r1, r2, gen)
+        a, y = su[: su.index(_S)], su[su.index(_S) + len(_S) : su.index(_P)]  # A | B U1
+        if not (y.endswith(u1) and su.endswith(_P + tail)):
+            return _defer("with a system message the first user message is written differently")
+        b = y[: len(y) - len(u1)]
+        pieces += [a, b]
+        if n == a + b:  # a system block in every chat, empty without a system message (Llama 3.1)
+            head = f"{a}{{{{ .System }}}}{b}"
+        elif n == "":
+            head = f"{{{{ if .System }}}}{a}{{{{ .System }}}}{b}{{{{ end }}}}"
+        elif n.startswith(a) and n.endswith(b):  # a default system prompt: the Modelfile's SYSTEM, always sent
+            head, system = f"{a}{{{{ .System }}}}{b}", n[len(a) : len(n) - len(b)]
+        else:
+            return _defer("without a system message it writes a block that is not its system block")
     if any("{{" in p or '"""' in p for p in pieces):
         return _defer("its text contains '{{' or '\"\"\"', which a Modelfile TEMPLATE cannot hold verbatim")
     template = (f"{head}{{{{ range .Messages }}}}{{{{ if eq .Role \"user\" }}}}{u1}{{{{ .Content }}}}{u2}"
                 f"{{{{ else if eq .Role \"assistant\" }}}}{r1}{{{{ .Content }}}}{r2}{{{{ end }}}}{{{{ end }}}}{gen}")
     for chat in _CHECK_CHATS:
+        if su is None and chat[0]["role"] == "system":
+            continue  # the chat template has no system role
         if render_ollama_prompt(template, chat, system) != render(chat, True):
             return _defer(f"the .Messages TEMPLATE does not reproduce the {'/'.join(m['role'] for m in chat)} chat")
-    return OllamaTemplate(template, system, "derived from the tokenizer's chat template as a .Messages template "
-                          "(its system block is in every chat, which a per-turn template cannot write); reproduces "
-                          "it exactly for user, system+user and multi-turn chats", turn_end=r2)
+    what = "its system block is in every chat" if su is not None and n else "it writes its start once per chat"
+    return OllamaTemplate(template, system, f"derived from the tokenizer's chat template as a .Messages template "
+                          f"({what}, which a per-turn template would repeat); reproduces it exactly for user"
+                          f"{', system+user' if su is not None else ''} and multi-turn chats", turn_end=r2)
 
 
 # Chats where Ollama's way of building a prompt can differ from the chat template's: (what, messages).

@@ -241,17 +241,16 @@ def test_gguf_export_or_the_converters_clear_refusal(family, tmp_path):
     assert meta["tokenizer.chat_template"] == fam.template
     check = verify_gguf(gguf, folder, _check_chats(fam), max_new_tokens=8, tokenizer=tok)
     assert check.lossless and check.ok, f"{fam.name}: the f16 GGUF does not answer like the model:\n{check.summary()}"
-    if writes_bos(fam) and not meta.get("tokenizer.ggml.add_bos_token", False):
-        # the converter writes add_bos_token=false for a 49152-token vocabulary, so llama.cpp would not add the
-        # BOS this template starts with and no per-turn TEMPLATE can: write_modelfile defers to Ollama and says why
-        assert fam.tokenizer == "embedded", f"{fam.name}: its own tokenizer must not take the deferral branch"
-        assert info.template_source == "deferred" and info.template is None and info.reason
-        return
+    # every family of the matrix gets a derived TEMPLATE: where the converter writes add_bos_token=false (a
+    # 49152-token vocabulary) the template's own BOS is written once, at the head of a .Messages template
+    bos_in_template = writes_bos(fam) and not meta.get("tokenizer.ggml.add_bos_token", False)
+    if bos_in_template:
+        assert info.template.startswith(tok.bos_token) and "range .Messages" in info.template, info.template
     assert info.template_source == "derived", info.reason
     for chat in _check_chats(fam):
         rendered = render_ollama_prompt(info.template, chat, info.system)
         expected = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        assert rendered == expected.removeprefix(tok.bos_token if writes_bos(fam) else "")
+        assert rendered == expected.removeprefix(tok.bos_token if writes_bos(fam) and not bos_in_template else "")
 
 
 # ------------------------------------------------------------------------------------------ refusals, docs
