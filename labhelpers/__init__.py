@@ -91,6 +91,7 @@ _EXPORTS: dict[str, str] = {
     "LivePlotCallback": "callbacks",
     "ThroughputCallback": "callbacks",
     "NanGuardCallback": "callbacks",
+    "EmbeddingNoiseProbe": "callbacks",
     # export
     "merge_adapter": "export",
     "export_gguf": "export",

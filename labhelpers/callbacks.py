@@ -1,6 +1,7 @@
-"""Trainer callbacks the labs attach to TRL trainers: live loss plot, trained tokens per second, NaN guard.
+"""Trainer callbacks the labs attach to TRL trainers: live loss plot, trained tokens per second, NaN guard,
+and the embedding-noise probe of lab 04 (what NEFTune added to the embeddings during training).
 
-All three are plain ``transformers.TrainerCallback`` objects, so they work with ``SFTTrainer``,
+All four are plain ``transformers.TrainerCallback`` objects, so they work with ``SFTTrainer``,
 ``DPOTrainer``, ``KTOTrainer`` and the experimental ``CPOTrainer`` / ``ORPOTrainer`` alike.
 """
 
@@ -32,6 +33,35 @@ def in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class EmbeddingNoiseProbe(TrainerCallback):
+    """Measure, at every training step, what was added to the input embeddings (NEFTune's noise, if any).
+
+    Trainer.train() attaches NEFTune's forward hook before ``on_train_begin``, so the hook registered there runs
+    after it and sees the noisy output; the clean embeddings are the same lookup without it (a gather: exact).
+    ``ratios`` holds, per training-mode forward pass, max |noise| / (alpha / sqrt(L * d)) (L the batch's padded
+    length, d the embedding width): 0.0 exactly without noise, at most 1 with it, close to 1 for any real batch.
+    """
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha, self.ratios, self._handle = alpha, [], None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        embed = model.get_input_embeddings()
+
+        def record(module: Any, inputs: tuple, output: torch.Tensor) -> None:
+            if module.training:
+                clean = torch.nn.functional.embedding(inputs[0], module.weight)
+                bound = self.alpha / math.sqrt(inputs[0].shape[1] * module.embedding_dim)
+                self.ratios.append(float((output - clean).abs().max()) / bound)
+
+        self._handle = embed.register_forward_hook(record)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
 
 
 class NanGuardCallback(TrainerCallback):

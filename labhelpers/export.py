@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ __all__ = [
     "VerifyResult",
     "adapter_base",
     "adapter_matches",
+    "adapter_outdated",
     "check_disk_space",
     "estimate_model_bytes",
     "export_gguf",
@@ -110,6 +112,22 @@ def adapter_matches(adapter_dir: str | Path, base: str = "model") -> bool:
         return False
     trained_on = adapter_base(adapter_dir)
     return _same_model(trained_on, _resolve(base)) or _same_model(trained_on, base)
+
+
+def adapter_outdated(adapter_dir: str | Path, sources: Sequence[str | Path] | None = None) -> list[Path]:
+    """The code files changed after ``adapter_dir``'s weights were written (empty: the adapter is current).
+
+    ``sources``: files or folders of the code that trains the adapter, by default the ``labhelpers`` package and
+    ``labs/03_lora_sft.ipynb`` (whose adapter lab 10 reuses). A missing adapter counts as outdated by every file.
+    """
+    package = Path(__file__).resolve().parent
+    paths = [Path(p) for p in sources] if sources is not None else [package, package.parent / "labs" / "03_lora_sft.ipynb"]
+    files = [f for p in paths for f in (sorted(p.rglob("*.py")) if p.is_dir() else [p]) if f.is_file()]
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if not weights.is_file():
+        return files
+    written = weights.stat().st_mtime
+    return [f for f in files if f.stat().st_mtime > written]
 
 
 def _same_model(a: str, b: str) -> bool:

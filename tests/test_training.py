@@ -21,7 +21,7 @@ from datasets import Dataset  # noqa: E402
 from transformers import TrainerCallback, TrainerControl, TrainerState  # noqa: E402
 
 from labhelpers import training as T  # noqa: E402
-from labhelpers.callbacks import LivePlotCallback, NanGuardCallback  # noqa: E402
+from labhelpers.callbacks import EmbeddingNoiseProbe, LivePlotCallback, NanGuardCallback  # noqa: E402
 from labhelpers.profiles import profile  # noqa: E402
 
 
@@ -216,6 +216,22 @@ def test_one_neftune_step_adds_noise_of_alpha_over_sqrt_ld_through_the_trainer_a
     embed = trainer.model.get_input_embeddings()  # after training: the hook is gone
     ids = torch.tensor([[5, 6, 7, 8]])
     assert torch.equal(embed(ids), torch.nn.functional.embedding(ids, embed.weight))
+
+
+@pytest.mark.parametrize("alpha", [5.0, None])
+def test_embedding_noise_probe_measures_what_the_trainer_added(alpha, tiny_llama, tokenizer, lab, tmp_path):
+    """Lab 04's probe: with NEFTune every training step's noise reaches 0.9-1.0 of alpha/sqrt(L*d); without, 0.0
+    exactly; the probe's hook is gone after training."""
+    probe = EmbeddingNoiseProbe(5.0)
+    trainer = sft_trainer(tiny_llama, tokenizer, lab, tmp_path, sft_rows(4), [probe], max_steps=2,
+                          packing=False, neftune_noise_alpha=alpha, save_strategy="no")
+    T.train(trainer, resume=False)
+    assert len(probe.ratios) == 2  # one training-mode forward per step (batch 2, no accumulation)
+    if alpha is None:
+        assert max(probe.ratios) == 0.0
+    else:
+        assert 0.9 <= min(probe.ratios) and max(probe.ratios) <= 1 + 1e-6
+    assert not trainer.model.get_input_embeddings()._forward_hooks
 
 
 def test_nan_guard_stops_and_explains_the_three_causes(capsys):
