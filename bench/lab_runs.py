@@ -68,7 +68,54 @@ BREAKS: dict[str, Break] = {
         "labhelpers/export.py",
         "model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload(safe_merge=True)",
         "model = model  # planted break: the adapter is never merged",
-        "10", ("10",), "tests/test_export.py", "the merge writes the base model back"),
+        "10", ("10",), "tests/test_export.py::test_merged_model_outputs_equal_adapter_model_outputs",
+        "the merge writes the base model back"),
+    "lr_zero": Break(
+        "labhelpers/training.py",
+        "        learning_rate=lr,",
+        "        learning_rate=0.0,  # planted break",
+        "03", ("03",), "tests/test_training.py::test_train_resumes_from_the_last_checkpoint",
+        "learning rate 0 in every preset"),
+    "pairs_swapped": Break(
+        "labhelpers/data.py",
+        "    dataset = Dataset.from_list(rows)",
+        "    rows = [{**r, 'chosen': r['rejected'], 'rejected': r['chosen']} if 'chosen' in r else r for r in rows]\n"
+        "    dataset = Dataset.from_list(rows)",
+        "06", ("06",), "tests/test_preference.py::test_loaded_preference_pairs_have_the_well_formed_answer_as_chosen",
+        "chosen and rejected swapped when the pairs load"),
+    "neftune_off": Break(
+        "labhelpers/training.py",
+        "def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:\n",
+        "def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:\n"
+        "    overrides = {k: v for k, v in overrides.items() if k != 'neftune_noise_alpha'}  # planted break\n",
+        "04", ("04",), "tests/test_training.py::test_embedding_noise_probe_measures_what_the_trainer_added",
+        "neftune_noise_alpha never reaches the trainer"),
+    "qlora_unquantized": Break(
+        "labhelpers/models.py",
+        '    if quantization == "4bit":\n        return BitsAndBytesConfig(',
+        '    if quantization == "4bit" and False:  # planted break\n        return BitsAndBytesConfig(',
+        "05", ("05",), "tests/test_models.py",
+        "QLoRA loads the model unquantized"),
+    "template_drops_assistant_header": Break(
+        "labhelpers/ollama.py",
+        "    derived = ollama_template(tokenizer, add_bos=add_bos)\n",
+        "    derived = ollama_template(tokenizer, add_bos=add_bos)\n"
+        "    derived.template = (derived.template or '').replace('<|im_start|>assistant\\n', '')  # planted break\n",
+        "10", ("10",), "tests/test_export.py::test_modelfile_template_reproduces_the_hf_chat_template",
+        "the Modelfile TEMPLATE drops the assistant header (SmolLM2's)"),
+    "plan_activations_doubled": Break(
+        "labhelpers/planning.py",
+        "activations=int(activations)",
+        "activations=int(2 * activations)",
+        "05", ("05",), "tests/test_memory.py::test_activation_estimate_counts_the_tensors_autograd_saves",
+        "the memory plan counts activations twice"),
+    "kto_labels_inverted": Break(
+        "labhelpers/data.py",
+        "    dataset = Dataset.from_list(rows)",
+        "    rows = [{**r, 'label': not r['label']} if 'label' in r else r for r in rows]\n"
+        "    dataset = Dataset.from_list(rows)",
+        "09", ("06", "07", "08", "09"), "tests/test_preference.py::test_loaded_kto_rows_label_the_well_formed_answers_desirable",
+        "KTO's thumbs up and down inverted when the rows load"),
     "lora_init_not_zero": Break(
         "labs/01_lora_from_scratch.ipynb",
         "self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=device))",
@@ -76,8 +123,8 @@ BREAKS: dict[str, Break] = {
         "01", ("01",), "", "B starts random instead of zero (LoRA no longer starts as a no-op)"),
     "merge_bf16": Break(
         "labs/01_lora_from_scratch.ipynb",
-        "model = lh.load_model(",
-        "model = lh.load_model(dtype=torch.bfloat16, pretrained_model_name_or_path=",
+        "model = lh.load_model()",
+        "model = lh.load_model(dtype=torch.bfloat16)",
         "", ("01",), "", "not a break: lab 01 with the model in bf16 on the CPU (the merge tolerance in bf16)"),
 }
 

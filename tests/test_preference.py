@@ -50,6 +50,21 @@ def test_loaded_preference_pairs_have_the_well_formed_answer_as_chosen(split):
     assert 0.15 < broken < 0.35, broken
 
 
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_loaded_kto_rows_label_the_well_formed_answers_desirable(split):
+    """Catches KTO's labels inverted anywhere between the file and the trainer: every thumbs-up completion is in
+    the task's format, while a share of the thumbs-down ones are not (the broken-format kind)."""
+    import labhelpers as lh
+
+    rows = lh.load_lab_dataset("kto", split=split)
+    up = [r for r in rows if r["label"]]
+    down = [r for r in rows if not r["label"]]
+    bad = [i for i, r in enumerate(up) if not task.format_ok(r["completion"][0]["content"])]
+    assert not bad, f"{len(bad)} thumbs-up rows are out of format, first {bad[:5]}"
+    broken = sum(not task.format_ok(r["completion"][0]["content"]) for r in down) / len(down)
+    assert broken > 0.15, broken
+
+
 def test_rejected_kind_names_the_row_and_the_missing_field():
     with pytest.raises(ValueError, match=r"row 7: .*missing 'rejected'"):
         task.rejected_kind({"prompt": "q", "chosen": "a"}, 7)
