@@ -388,3 +388,95 @@ def test_no_duration_is_quoted_in_markdown(path):
     prose = "\n".join(c.source for c in _cells(path) if c.cell_type == "markdown")
     found = [m.group(0) for m in QUOTED_DURATION.finditer(prose)]
     assert not found, f"{path.name}: durations quoted in markdown (compute them in code instead): {found}"
+
+
+# ------------------------------------------------------------------ the headline is a figure the Self-check asserts
+def _chains(node: ast.AST) -> set[str]:
+    """The references an expression reads: maximal Name / attribute / subscript chains (``INFOS["f16"].size_bytes``),
+    with the chains inside subscripts and call arguments; constants and the callee's own name are left out."""
+    found: set[str] = set()
+
+    def visit(n: ast.AST, top: bool) -> None:
+        if isinstance(n, (ast.Name, ast.Attribute, ast.Subscript)):
+            if top:
+                found.add(ast.unparse(n))
+            inner = n.value if isinstance(n, (ast.Attribute, ast.Subscript)) else None
+            if inner is not None:
+                visit(inner, False)
+            if isinstance(n, ast.Subscript):
+                visit(n.slice, True)
+            return
+        if isinstance(n, ast.Call):
+            for arg in [*n.args, *(k.value for k in n.keywords)]:
+                visit(arg, True)
+            if isinstance(n.func, ast.Attribute):  # a method of something the run measured: result.accuracy("x")
+                found.add(ast.unparse(n))
+                visit(n.func.value, True)
+            return
+        for child in ast.iter_child_nodes(n):
+            visit(child, True)
+
+    visit(node, True)
+    return found
+
+
+def headline_problems(cells) -> list[str]:
+    """Why the before/after figures of a lab's ``self_check_passed`` call are not what its Self-check asserts."""
+    section = _self_check_cells(cells)
+    assigned: dict[str, ast.expr] = {}  # each name's last assignment, over the whole notebook
+    asserted: set[str] = set()
+    call = None
+    for index, cell in enumerate(cells):
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(_parse(cell.source)):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    elts = target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]
+                    values = node.value.elts if isinstance(node.value, (ast.Tuple, ast.List)) and len(
+                        node.value.elts) == len(elts) else [node.value] * len(elts)
+                    for element, value in zip(elts, values):
+                        if isinstance(element, ast.Name):
+                            assigned[element.id] = value
+            if index in section and isinstance(node, ast.Assert):
+                asserted |= _chains(node.test)
+            if index in section and isinstance(node, ast.Call) and _callee(node.func) == "self_check_passed":
+                call = node
+    if call is None or len(call.args) < 3:
+        return ["no self_check_passed(figure, before, after) call in the Self-check section"]
+    covered = set(asserted)
+    for _ in range(2):  # an assert on held_drop = (loss_before - loss_after) / loss_before covers both losses
+        for name in [c for c in covered if c in assigned]:
+            covered |= _chains(assigned[name])
+    problems = []
+    for which, arg in (("before", call.args[1]), ("after", call.args[2])):
+        missing = sorted(_chains(arg) - covered)
+        if missing:
+            problems.append(f"the headline's {which} figure {ast.unparse(arg)!r} reads {', '.join(missing)}, which no "
+                            "Self-check assert tests (directly or through a name computed from it)")
+    return problems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_headline_is_a_figure_the_self_check_asserts(path):
+    """The before -> after a lab prints as "Self-check passed: ..." is a quantity its asserts test: each reference
+    its before and after expressions read appears in a Self-check assert, or in the assignment of a name one reads
+    (two steps deep)."""
+    problems = headline_problems(_cells(path))
+    assert not problems, f"{path.name}: " + "\n".join(problems)
+
+
+def test_the_headline_rule_catches_a_figure_nothing_asserts():
+    def cells(*sources):
+        return [nbformat.v4.new_markdown_cell("## Self-check"), *map(nbformat.v4.new_code_cell, sources)]
+
+    setup = nbformat.v4.new_code_cell("acc_before, acc_after = result.accuracy('before'), result.accuracy('after')\n"
+                                      "fmt_before, fmt_after = result.accuracy('before', 'f'), result.accuracy('after', 'f')")
+    unasserted = [setup, *cells("assert result.improved > MIN\n"
+                                "lh.self_check_passed('accuracy', acc_before, acc_after)")]
+    assert len(headline_problems(unasserted)) == 2
+    asserted = [setup, *cells("gain = fmt_after - fmt_before\nassert gain >= MIN_GAIN\n"
+                              "lh.self_check_passed('broken format', fmt_before, fmt_after)")]
+    assert not headline_problems(asserted)
+    direct = [setup, *cells("assert fmt_after > fmt_before + MIN\nlh.self_check_passed('f', fmt_before, fmt_after)")]
+    assert not headline_problems(direct)
