@@ -435,7 +435,7 @@ def headline_problems(cells) -> list[str]:
                     elts = target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]
                     values = node.value.elts if isinstance(node.value, (ast.Tuple, ast.List)) and len(
                         node.value.elts) == len(elts) else [node.value] * len(elts)
-                    for element, value in zip(elts, values):
+                    for element, value in zip(elts, values, strict=True):
                         if isinstance(element, ast.Name):
                             assigned[element.id] = value
             if index in section and isinstance(node, ast.Assert):
