@@ -10,8 +10,9 @@
 # bitsandbytes or nbclient. Pure-python wheels at pyproject.toml's pins, in priority order:
 #   needed     trl, datasets and datasets' two missing deps (dill, multiprocess)   ~1.8 MB
 #   pins       transformers, peft (the machine's transformers is 5.17; the labs pin 5.23)  ~14 MB
-#   optional   bitsandbytes (~43 MB): lab 05's 4-bit and paged_adamw_8bit; added only if it still fits,
-#              else the check reports those items "skipped: bitsandbytes not available".
+#   optional   bitsandbytes (43 MB as published; ~7 MB here: its wheel is repacked with only the CPU and CUDA
+#              13.x libraries, the machine's torch being cu130): lab 05's 4-bit and paged_adamw_8bit; added
+#              only if it still fits, else the check reports them "skipped: bitsandbytes not available".
 # pyarrow (~45 MB) is NOT carried: the machine has one (datasets 5.2 needs >= 24; the check says if it is older).
 # Then on the GPU machine: bash scripts/gpu_check.sh --wheels .whl   (carry [".whl"])
 set -euo pipefail
@@ -24,7 +25,7 @@ LIST=0
 for arg in "$@"; do
   case "$arg" in
     --list) LIST=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n "2,18p" "$0"; exit 0 ;;
     *) echo "gpu_wheels.sh: unknown argument '$arg' (use --list)" >&2; exit 2 ;;
   esac
 done
@@ -62,6 +63,27 @@ get() {  # download one wheel (py3.12, x86-64 manylinux) into $1
   ls "$1"/*.whl >/dev/null 2>&1 || { echo "gpu_wheels.sh: pip found no wheel for $2" >&2; return 1; }
 }
 
+slim_bnb() {  # keep libbitsandbytes_cpu and _cuda13x (the machine's torch is cu130); drop the other 37 MB
+  "$PY" - "$1" <<'PYEOF'
+import re, sys, zipfile
+from pathlib import Path
+
+wheel = next(Path(sys.argv[1]).glob("bitsandbytes-*.whl"))
+drop = re.compile(r"bitsandbytes/libbitsandbytes_(?!cpu\.so$|cuda13\d\.so$)[^/]+\.so$")
+tmp = wheel.with_suffix(".tmp")
+with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+    for info in src.infolist():
+        if drop.search(info.filename):
+            continue
+        data = src.read(info)
+        if info.filename.endswith(".dist-info/RECORD"):  # the list of files must match what the wheel holds
+            data = b"".join(line for line in data.splitlines(keepends=True)
+                            if not drop.search(line.split(b",")[0].decode()))
+        dst.writestr(info, data)
+tmp.replace(wheel)
+PYEOF
+}
+
 rm -rf "$DEST" && mkdir -p "$DEST"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -71,6 +93,7 @@ for spec in "${NEEDED[@]}" "${PINS[@]}" "${OPTIONAL[@]}"; do
   one="$stage/${spec%%==*}"
   mkdir -p "$one"
   get "$one" "$spec"
+  if [ "${spec%%==*}" = bitsandbytes ]; then slim_bnb "$one"; fi
   size=$(dir_bytes "$one")
   if [ $(( total + size )) -le "$LIMIT" ]; then
     mv "$one"/*.whl "$DEST"/
