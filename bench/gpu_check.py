@@ -285,8 +285,15 @@ def _memory_item(ctx: Context, method: str) -> dict[str, Any]:
     error = (planned - tracked.peak) / tracked.peak
     sched = Schedule(kind="sft", examples=batch * steps, tokens=batch * seq * steps, rows_per_epoch=batch * steps,
                      per_step=batch, steps=steps, epochs=1.0, max_length=seq, stated_epochs=None)
-    est = estimate_time(sched, config, "sft", gradient_checkpointing=gc_on, quantized=qlora,
-                        throughput=ctx.throughput, verbose=False)
+    thr = ctx.throughput  # the peak measured once (item throughput); 4-bit gets its own utilisation range
+    if thr is not None and ctx.on_gpu:
+        from dataclasses import replace
+
+        from labhelpers.estimate import UTILISATION
+
+        thr = replace(thr, utilisation=UTILISATION["gpu-4bit" if qlora else "gpu"])
+    est = estimate_time(sched, config, "sft", gradient_checkpointing=gc_on, quantized=qlora, throughput=thr,
+                        verbose=False)
     in_band = est.low_s / ESTIMATE_BAND <= seconds <= est.high_s * ESTIMATE_BAND
     problems = []
     if not math.isfinite(loss):
