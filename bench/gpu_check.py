@@ -51,7 +51,6 @@ ESTIMATE_BAND = 3.0  # the measured time within [low / 3, high x 3] of estimate_
 MIN_GPU_BF16_TFLOPS = 100.0  # any datacenter GPU's dense bf16 matmul (an H200 measures ~790, a Spark's GB10 125)
 MIN_CPU_GFLOPS = 1.0
 CHECKED_PINS = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes")
-PACKAGES_THERE = ("torch", "transformers", "peft", "accelerate", "pyarrow", "pandas", "huggingface_hub")
 SKIP_NO_BNB = "skipped: bitsandbytes not available"
 
 

@@ -10,6 +10,7 @@
 #     then copy gpu_run.json to docs/gpu_run.json here and commit it
 #   bash scripts/gpu_check.sh --dry-run         # anywhere: the items, the wheels and the sizes (CI)
 #   bash scripts/gpu_check.sh --device cpu --tiny --out /tmp/x.json   # the items, tiny, on a CPU (tests)
+#   ... --only memory_lora_8b lab05_qlora                               # some items alone (last argument)
 #
 # --wheels DIR pip-installs DIR/*.whl with --no-index --no-deps into $GPU_CHECK_SITE (default /tmp/gpu-check-site),
 # put first on PYTHONPATH. Then bench/gpu_check.py runs each item under its time guard (see its docstring) and
@@ -28,7 +29,8 @@ while [ $# -gt 0 ]; do
     --out|--device|--steps|--budget) [ $# -ge 2 ] || { echo "gpu_check.sh: $1 needs a value" >&2; exit 2; }
       PASS+=("$1" "$2"); shift ;;
     --tiny) PASS+=("--tiny") ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --only) shift; PASS+=("--only" "$@"); break ;;  # the rest are item names (a rerun of some items)
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (use --dry-run, --wheels DIR, --device cpu --tiny, --out FILE)" >&2
        exit 2 ;;
   esac
