@@ -5,7 +5,7 @@ Run by hand (not part of the tests), on the embedded model; about 10 minutes on 
     python bench/sft_effect.py                                  # seeds 0-2, lab 03 and lab 04 runs
     python bench/sft_effect.py --seeds 0 --neftune-steps 10 --eval-rows 32 --json outputs/bench/sft.json
 
-The full profile's schedule on the embedded model (what ``scripts/gpu_check.sh`` runs; each lab 03 run at the
+The full profile's schedule on the embedded model (each lab 03 run at the
 full shape, 4 packed rows of 1,024 tokens per step, takes about half an hour on 2 cores):
 
     LABS_PROFILE=full LABS_MODEL=embedded python bench/sft_effect.py --seeds 0 --neftune-steps 0 \

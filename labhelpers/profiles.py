@@ -189,8 +189,8 @@ _SMOKE = dict(
 #   trl/scripts/dpo.py (LoRA: --learning_rate 5.0e-6 --num_train_epochs 1, full fine-tune 5.0e-7) and
 #   alignment-handbook recipes/zephyr-7b-beta/dpo/config_qlora.yaml (5.0e-6, 1 epoch, batch 4 x accumulation
 #   1, beta 0.01; beta 0.1 is TRL's default and the DPO paper's). Whether 125 steps over 500 pairs move an 8B
-#   model's held-out accuracy has not been measured (no Spark run yet): scripts/gpu_check.sh measures it on
-#   the small model; a learner's lab 06-09 self-check says so if it does not.
+#   model's held-out accuracy has not been measured (no Spark run yet; scripts/gpu_check.sh trains these trainers
+#   for a few steps only); a learner's lab 06-09 self-check says so if it does not.
 _FULL = dict(
     sft_train_rows=1000,
     pref_train_rows=500,

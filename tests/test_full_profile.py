@@ -3,7 +3,8 @@
 What a learner runs on a Spark is the full profile (``LABS_PROFILE=full``): its own batch, ``max_length`` 1,024,
 epochs turned into steps by ``lh.schedule``, learning rates, schedule and warmup, packing, lab 05's gradient
 checkpointing and optimizer. No test here writes those values down: each reads them from ``lh.profile()``,
-builds the lab's TRL arguments with ``labhelpers.training`` exactly as the lab's cells do, asserts the built
+builds the lab's TRL arguments with ``labhelpers.training`` exactly as the lab's cells do
+(``tests/lab_trainers.py``, which ``bench/gpu_check.py`` runs on a GPU too), asserts the built
 arguments equal the profile's values, then overrides ``max_steps`` alone (to 2) and trains on the lab's own data
 slice with the tiny Llama 3.1 model of the family matrix (``tests/family_models.py``: Llama 3.1's real
 128,256-token tokenizer and chat template, random weights). A packed SFT step is 4 rows of up to 1,024 tokens in
@@ -14,17 +15,16 @@ from __future__ import annotations
 
 import math
 
+import lab_trainers
 import pytest
 import torch
 from family_models import build_family
+from lab_trainers import LAB_05_OPTIMIZER_ON_CPU
 
 import labhelpers as lh
 from labhelpers import preference, training
-from labhelpers.capacity import preflight
-from labhelpers.planning import plan_memory
 
 TWO = 2  # the only value a test changes: max_steps
-LAB_05_OPTIMIZER_ON_CPU = "adamw_torch"  # lab 05 cell 10: paged_adamw_8bit needs CUDA; a CPU run uses AdamW
 
 
 @pytest.fixture(scope="module")
@@ -74,134 +74,74 @@ def run_two_steps(trainer) -> training.TrainSummary:
 
 # ------------------------------------------------------------------------------------------ SFT: labs 03, 04, 05
 def test_lab03_lora_sft_trains_at_the_full_shape(full, tmp_path):
-    from trl import SFTTrainer
-
-    tokenizer = lh.load_tokenizer()
-    train_rows = lh.load_lab_dataset("sft", limit=full.sft_train_rows)
-    assert len(train_rows) == full.sft_train_rows
-    plan = lh.schedule(full, "sft", tokenizer, rows=train_rows, verbose=False)
+    run = lab_trainers.lab03_sft(full, tmp_path, TWO)
+    plan, args = run.plan, run.args
+    assert run.extra["rows"] == full.sft_train_rows
     assert plan.stated_epochs == full.sft_epochs and plan.packed and plan.max_length == full.max_length
-    args = training.sft_config(full, tmp_path / "checkpoints")  # lab 03 cell 7
     assert_common(args, full, steps=plan.steps, batch=full.sft_forward_rows, accum=full.sft_accum,
                   learning_rate=full.learning_rate)
     assert full.sft_forward_rows * full.sft_accum == full.batch_size * full.grad_accum == plan.per_step
     assert args.packing and args.packing_strategy == "bfd" and args.padding_free and not args.gradient_checkpointing
-    short = training.sft_config(full, tmp_path / "checkpoints", max_steps=TWO)
-    only_steps_changed(args, short)
-    trainer = SFTTrainer(model=lh.load_model(for_training=True), args=short,
-                         train_dataset=training.as_prompt_completion(train_rows), processing_class=tokenizer,
-                         peft_config=training.lora_config(full))  # fmt: skip
-    summary = run_two_steps(trainer)
+    only_steps_changed(args, run.short)
+    summary = run_two_steps(run.trainer)
     per_step = summary.trained_tokens / summary.steps
     assert per_step >= 1000, f"a packed full-profile step trained {per_step:.0f} tokens"
     assert per_step <= full.batch_size * full.grad_accum * full.max_length
 
 
 def test_lab04_neftune_runs_train_unpacked_with_noise(full, tmp_path):
-    from trl import SFTTrainer
-
-    tokenizer = lh.load_tokenizer()
-    train_rows = lh.load_lab_dataset("sft", limit=full.sft_train_rows)
-    plan = lh.schedule(full, "sft", tokenizer, rows=train_rows, packed=False, verbose=False)  # lab 04 cell 14
-    steps = max(1, plan.steps // 3)
+    run = lab_trainers.lab04_neftune(full, tmp_path, TWO)
+    plan, steps = run.plan, run.extra["lab_steps"]
+    assert steps == max(1, plan.steps // 3)
     assert not plan.packed and plan.rows_per_epoch == full.sft_train_rows
-    made = {}
-    for name, alpha in (("without", None), ("with", 5.0)):
-        args = training.sft_config(full, tmp_path / name, packing=False, max_steps=steps, neftune_noise_alpha=alpha,
-                                   save_strategy="no")  # fmt: skip
+    assert list(run.extra["configs"]) == ["without", "with"]
+    for alpha, args, short in run.extra["configs"].values():
         assert_common(args, full, steps=steps, batch=full.sft_forward_rows, accum=full.sft_accum,
                       learning_rate=full.learning_rate)
         assert not args.packing and not args.padding_free and args.neftune_noise_alpha == alpha
-        short = training.sft_config(full, tmp_path / name, packing=False, max_steps=TWO, neftune_noise_alpha=alpha,
-                                    save_strategy="no")  # fmt: skip
         only_steps_changed(args, short)
-        made[name] = short
-    trainer = SFTTrainer(model=lh.load_model(for_training=True), args=made["with"],
-                         train_dataset=training.as_prompt_completion(train_rows), processing_class=tokenizer,
-                         peft_config=training.lora_config(full))  # fmt: skip
-    run_two_steps(trainer)
+    assert run.short.neftune_noise_alpha == 5.0  # the trainer trains the run with noise
+    run_two_steps(run.trainer)
 
 
 def test_lab05_qlora_trains_with_checkpointing_and_the_cpu_optimizer(full, tmp_path):
-    from trl import SFTTrainer
-
     on_gpu = torch.cuda.is_available()
-    tokenizer = lh.load_tokenizer("big_model")
-    plan = lh.schedule(full, "sft", tokenizer, verbose=False)  # lab 05 cell 10: the shipped rows of the profile
-    steps = plan.steps  # full: the whole schedule (smoke trains a third of it)
-    optim = "paged_adamw_8bit" if on_gpu else LAB_05_OPTIMIZER_ON_CPU
-    model_path = full.resolve("big_model")
-    run_plan = plan_memory(model_path, method="qlora", batch=full.sft_forward_rows, seq_len=full.max_length,
-                           rank=full.lora_rank, gradient_checkpointing=True,
-                           optimizer="paged_adamw_8bit" if on_gpu else "adamw", dtype="bf16" if on_gpu else "fp32",
-                           device="cuda" if on_gpu else "cpu")  # fmt: skip
+    run = lab_trainers.lab05_qlora(full, tmp_path, TWO)
+    plan, args, optim, run_plan = run.plan, run.args, run.extra["optim"], run.extra["memory_plan"]
+    assert optim == ("paged_adamw_8bit" if on_gpu else LAB_05_OPTIMIZER_ON_CPU)
     assert (run_plan.batch, run_plan.seq_len, run_plan.rank) == (full.sft_forward_rows, full.max_length, full.lora_rank)
-    preflight(run_plan)
-    model = lh.load_model("big_model", quantization="4bit", for_training=True, gradient_checkpointing=True)
-    assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
-    args = training.sft_config(full, tmp_path / "checkpoints", max_steps=steps, gradient_checkpointing=True,
-                               optim=optim)  # lab 05 cell 18
-    assert_common(args, full, steps=steps, batch=full.sft_forward_rows, accum=full.sft_accum,
-                  learning_rate=full.learning_rate)
+    assert type(run.extra["model"].model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+    assert_common(args, full, steps=plan.steps, batch=full.sft_forward_rows, accum=full.sft_accum,
+                  learning_rate=full.learning_rate)  # full: the whole schedule (smoke trains a third of it)
     assert args.gradient_checkpointing and args.gradient_checkpointing_kwargs == {"use_reentrant": False}
     assert str(getattr(args.optim, "value", args.optim)) == optim and args.packing
-    short = training.sft_config(full, tmp_path / "checkpoints", max_steps=TWO, gradient_checkpointing=True,
-                                optim=optim)  # fmt: skip
-    only_steps_changed(args, short)
-    trainer = SFTTrainer(model=model, args=short, train_dataset=training.as_prompt_completion(
-        lh.load_lab_dataset("sft", limit=full.sft_train_rows)), processing_class=tokenizer,
-        peft_config=training.lora_config(full))  # fmt: skip
-    summary = run_two_steps(trainer)
+    only_steps_changed(args, run.short)
+    summary = run_two_steps(run.trainer)
     assert summary.trained_tokens / summary.steps >= 1000
 
 
 # ------------------------------------------------------------------------------------------ preference: labs 06-09
-PREFERENCE_LABS = {  # lab -> (preset, TRL trainer: module, name), as each lab's training cell builds it
-    "06_dpo": (training.dpo_config, "trl", "DPOTrainer"),
-    "07_simpo": (training.simpo_config, "trl.experimental.cpo", "CPOTrainer"),
-    "08_orpo": (training.orpo_config, "trl.experimental.orpo", "ORPOTrainer"),
-}
-
-
-@pytest.mark.parametrize("lab_name", list(PREFERENCE_LABS))
+@pytest.mark.parametrize("lab_name", list(lab_trainers.PREFERENCE_LABS))
 def test_labs_06_to_08_preference_trainers_at_the_full_shape(full, lab_name, tmp_path):
-    import importlib
-
-    make_config, module, name = PREFERENCE_LABS[lab_name]
-    trainer_cls = getattr(importlib.import_module(module), name)
-    tokenizer = lh.load_tokenizer()
-    train_data = lh.load_lab_dataset("preference", split="train", limit=full.pref_train_rows)
-    plan = lh.schedule(full, "preference", tokenizer, rows=train_data, verbose=False)
+    run = lab_trainers.lab_preference(lab_name, full, tmp_path, TWO)
+    plan, config = run.plan, run.args
     assert plan.stated_epochs == full.pref_epochs and plan.rows_per_epoch == full.pref_train_rows
-    config = make_config(full, tmp_path / "checkpoints")
     lr = full.orpo_learning_rate or full.pref_learning_rate if lab_name == "08_orpo" else full.pref_learning_rate
     assert_common(config, full, steps=plan.steps, batch=full.pref_batch_size, learning_rate=lr)
     if lab_name == "08_orpo":
         assert config.beta == full.orpo_lambda
-    short = make_config(full, tmp_path / "checkpoints", max_steps=TWO)
-    only_steps_changed(config, short)
-    start = preference.starting_point(full)  # the instruct model + a fresh LoRA config, as labs 06-09 start
-    trainer = trainer_cls(model=start.model, args=short, train_dataset=train_data, processing_class=tokenizer,
-                          peft_config=start.peft_config)
-    run_two_steps(trainer)
+    only_steps_changed(config, run.short)
+    run_two_steps(run.trainer)
 
 
 def test_lab09_kto_trainer_at_the_full_shape(full, tmp_path):
-    from trl import KTOTrainer
-
-    tokenizer = lh.load_tokenizer()
-    kto_train = lh.load_lab_dataset("kto", split="train", limit=full.kto_train_rows)
-    plan = lh.schedule(full, "kto", tokenizer, rows=kto_train, verbose=False)
+    run = lab_trainers.lab09_kto(full, tmp_path, TWO)
+    plan, config = run.plan, run.args
     assert plan.stated_epochs == full.pref_epochs and plan.rows_per_epoch == full.kto_train_rows
-    config = training.kto_config(full, tmp_path / "checkpoints")
     assert_common(config, full, steps=plan.steps, batch=full.pref_batch_size, learning_rate=full.pref_learning_rate)
-    short = training.kto_config(full, tmp_path / "checkpoints", max_steps=TWO)
-    only_steps_changed(config, short)
-    start = preference.starting_point(full)
-    trainer = KTOTrainer(model=start.model, args=short, train_dataset=kto_train, processing_class=tokenizer,
-                         peft_config=start.peft_config)
-    with preference.count_passes(trainer.model) as forwards:
-        run_two_steps(trainer)
+    only_steps_changed(config, run.short)
+    with preference.count_passes(run.trainer.model) as forwards:
+        run_two_steps(run.trainer)
     assert forwards["with_grad"] == TWO and forwards["adapter_off"] >= TWO
 
 
