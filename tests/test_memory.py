@@ -125,6 +125,53 @@ def test_activation_estimate_counts_the_tensors_autograd_saves(method, dtype, ta
     assert measured == pytest.approx(plan.details["activation_bytes_per_token_per_layer"], rel=0.02)
 
 
+CHUNKED = dict(model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=49152, tie_word_embeddings=True)  # the embedded vocabulary
+
+
+@pytest.mark.parametrize("tokens", [64, 200])
+def test_chunked_lm_head_term_is_the_peak_of_trls_fused_head(tokens, cpu_peak_bytes):
+    from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE, _ChunkedLogProbFunction
+
+    torch.manual_seed(0)
+    weight = torch.randn(CHUNKED["vocab_size"], CHUNKED["hidden_size"]) * 0.02
+    hidden = torch.randn(tokens, CHUNKED["hidden_size"], requires_grad=True)
+    targets = torch.randint(0, CHUNKED["vocab_size"], (tokens,))
+
+    def fused():  # what SFTTrainer's fused_lm_head forward runs, with the outputs it asks for
+        out = _ChunkedLogProbFunction.apply(hidden, weight, None, targets, 1.0, _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0,
+                                            ("log_probs", "entropy", "is_top1"))
+        (-out[0].sum()).backward()
+
+    measured = cpu_peak_bytes(fused)
+    chunked = plan_memory(CHUNKED, method="qlora", batch=1, seq_len=tokens, dtype="fp32", device="cpu", lm_head="chunked")
+    full = plan_memory(CHUNKED, method="qlora", batch=1, seq_len=tokens, dtype="fp32", device="cpu")
+    assert measured == pytest.approx(chunked.logits, rel=0.05)
+    # on a CPU the fold's fp32 tiles (32,768 wide) outweigh the full logits' 12 bytes x 49,152 per token
+    assert chunked.logits > 1.5 * full.logits and chunked.details["lm_head"] == "chunked"
+
+
+def test_chunked_lm_head_at_the_full_shape_is_one_tile_not_the_logits():
+    full = plan_memory("llama-3.1-8b", seq_len=4096, gradient_checkpointing=True)
+    chunked = plan_memory("llama-3.1-8b", seq_len=4096, gradient_checkpointing=True, lm_head="chunked")
+    assert full.logits == 12 * 128256 * 4096
+    assert chunked.logits == 2 * 4096 * 32768 + 6 * 4096 * 4096  # one bf16 tile + the fp32 hidden gradient
+    assert chunked.total < full.total - 5e9
+
+
+def test_qlora_adapter_and_its_adam_states_are_bf16_as_trl_trains_them():
+    qlora = plan_memory("llama-3.1-8b", method="qlora")
+    lora = plan_memory("llama-3.1-8b", method="lora")
+    n = qlora.trainable_params
+    assert qlora.lora == qlora.gradients == 2 * n and qlora.optimizer_states == 4 * n
+    assert lora.lora == lora.gradients == 4 * n and lora.optimizer_states == 8 * n  # peft's fp32 adapter
+    param = torch.nn.Parameter(torch.zeros(8, dtype=torch.bfloat16))  # torch's AdamW keeps states in the param dtype
+    param.grad = torch.ones_like(param)
+    opt = torch.optim.AdamW([param])
+    opt.step()
+    assert {opt.state[param][k].dtype for k in ("exp_avg", "exp_avg_sq")} == {torch.bfloat16}
+
+
 def test_plan_table_and_dict():
     plan = plan_memory("llama-3.1-8b", method="qlora")
     assert isinstance(plan, MemoryPlan)
@@ -139,6 +186,7 @@ def test_plan_table_and_dict():
     (dict(optimizer="adam"), "optimizer='adam'"),
     (dict(dtype="fp16"), "dtype='fp16'"),
     (dict(batch=0), "batch=0"),
+    (dict(lm_head="fused"), "lm_head='fused'"),
     (dict(target_modules=["lm_head"]), "target_modules=\\['lm_head'\\]"),
     (dict(config_or_model_id="llama-9b"), "config_or_model_id='llama-9b'"),
     (dict(config_or_model_id={"model_type": "gpt2", "n_embd": 768}), "lacks hidden_size"),
