@@ -24,6 +24,11 @@ draws it.
   (lora_A output). Phi-3's fused ``qkv_proj`` keeps its whole output alive (v is a slice of it) and copies
   the attention output for ``o_proj``: 2a+kv more elements. Gradient checkpointing keeps only each layer's input (h elements) and recomputes one
   layer at a time during backward. Verified against ``torch.autograd.graph.saved_tensors_hooks``.
+  ``packed=True`` (padding-free packing, what ``sft_config`` trains with): the batch's rows are one sequence of
+  L = batch * seq_len tokens whose ``position_ids`` restart per example, so transformers builds one boolean
+  block-diagonal (1, 1, L, L) mask (L^2 bytes) and SDPA in every decoder layer turns it into its own fp32 copy
+  that autograd keeps (4 L^2 bytes per layer); with gradient checkpointing the boolean mask stays alive (a
+  checkpointed input) and one recomputed layer holds its fp32 copy: 5 L^2 bytes.
 - logits, ``lm_head="full"`` (Trainer, DPO and the other trainers that build the logits): the loss upcasts
   logits to fp32; at the start of backward the saved log-softmax, its gradient and the logits gradient
   coexist: 12 bytes * vocab per token. ``lm_head="chunked"`` (TRL 1.16's SFTTrainer: ``add_fused_lm_head``,
@@ -202,13 +207,14 @@ def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, s
                 target_modules: str | list[str] = "all-linear", dtype: str = "bf16", *,
                 lora_dropout: float = 0.0, autocast: bool | None = None, kbit_upcast: bool = True,
                 device: str = "cuda", world_size: int = 1, sharding: str = "full_shard",
-                lm_head: str = "full") -> MemoryPlan:
+                lm_head: str = "full", packed: bool = False) -> MemoryPlan:
     """Predict a fine-tuning run's peak memory (per rank when ``world_size`` > 1) from the model config alone.
 
     ``autocast`` (default: on for bf16) is Trainer/TRL's ``bf16=True``; ``kbit_upcast`` means QLoRA went
     through ``prepare_model_for_kbit_training``; ``device="cpu"`` drops the CUDA context overhead;
     ``world_size`` processes (one per Spark) with ``sharding`` "full_shard" (FSDP) or "no_shard" (data parallel);
-    ``lm_head`` "full" (the trainer builds the logits) or "chunked" (TRL's SFTTrainer: the fused, tiled head).
+    ``lm_head`` "full" (the trainer builds the logits) or "chunked" (TRL's SFTTrainer: the fused, tiled head);
+    ``packed``: a padding-free packed batch (one sequence of batch x seq_len tokens, block-diagonal mask).
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r}: use one of {METHODS}.")
@@ -255,6 +261,8 @@ def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, s
     per_head = 4 * arch.hidden + 4 + (2 * res * arch.hidden if method == "full" else 0)
     stored = arch.layers * (res * arch.hidden if gradient_checkpointing else per_layer)
     activations = tokens * (stored + per_head + (per_layer if gradient_checkpointing else 0))
+    packed_mask = (5 if gradient_checkpointing else 4 * arch.layers) * tokens**2 if packed else 0
+    activations += packed_mask
     workspace = 2 * lora_params if autocast and adapter_b == 4 else 0  # bf16 copies of fp32 adapters
     if upcast and autocast:
         workspace += 2 * arch.vocab * arch.hidden  # bf16 copy of the fp32 lm_head
@@ -281,6 +289,7 @@ def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, s
         activations=int(activations), logits=_logit_bytes(arch, lm_head, tokens, device, autocast, res),
         workspace=int(workspace), overhead=CUDA_CONTEXT_BYTES if device == "cuda" else 0,
         details={"activation_bytes_per_token_per_layer": per_layer, "autocast": autocast, "lm_head": lm_head,
+                 "packed_mask_bytes": packed_mask,
                  "kbit_upcast": upcast, "targets": list(targets), "arch": arch.as_dict(), "unit_bytes": units},
         settings={**settings, "config_or_model_id": arch},
     )

@@ -172,6 +172,56 @@ def test_qlora_adapter_and_its_adam_states_are_bf16_as_trl_trains_them():
     assert {opt.state[param][k].dtype for k in ("exp_avg", "exp_avg_sq")} == {torch.bfloat16}
 
 
+def _saved_and_masks(model, layer, ids, **kwargs):
+    """Bytes autograd saves inside ``layer`` in one forward, and the attention masks SDPA is handed (bytes each)."""
+    params = {t.untyped_storage().data_ptr() for t in model.parameters()}
+    kept, inside, masks = {}, [False], []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kw):
+        if kw.get("attn_mask") is not None:
+            masks.append(kw["attn_mask"].untyped_storage().nbytes())
+        return sdpa(*args, **kw)
+
+    def pack(t):
+        if inside[0] and t.untyped_storage().data_ptr() not in params:
+            kept[t.untyped_storage().data_ptr()] = t
+        return t
+
+    pre = layer.register_forward_pre_hook(lambda *a: inside.__setitem__(0, True))
+    post = layer.register_forward_hook(lambda *a: inside.__setitem__(0, False))
+    try:
+        torch.nn.functional.scaled_dot_product_attention = spy
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=ids, labels=ids, use_cache=False, **kwargs)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = sdpa
+        pre.remove(), post.remove()
+    return sum(t.untyped_storage().nbytes() for t in kept.values()), masks
+
+
+def test_packed_batch_keeps_a_block_mask_per_layer_as_the_plan_counts():
+    model, inner = _tiny_lora_model("full")
+    model.train()
+    batch, extra = 2, {}
+    for seq in (32, 64):  # two rows packed padding-free into one sequence, positions restarting per row
+        ids = torch.randint(0, TINY["vocab_size"], (1, batch * seq))
+        causal, no_masks = _saved_and_masks(model, inner.model.layers[1], ids)
+        packed, masks = _saved_and_masks(model, inner.model.layers[1], ids, position_ids=torch.arange(seq).repeat(batch)[None])
+        assert no_masks == [] and masks == [(batch * seq) ** 2] * TINY["num_hidden_layers"]  # one shared bool mask
+        extra[batch * seq] = packed - causal
+    (l1, d1), (l2, d2) = extra.items()
+    quadratic = (d2 / l2 - d1 / l1) / (l2 - l1)  # extra = quadratic * L^2 + linear * L
+    assert quadratic == pytest.approx(4)  # each layer's SDPA keeps its own fp32 copy of the mask
+    # (the linear part, 4 x hidden bytes per token, one fp32 copy SDPA makes with a mask, is left out: 6 % of
+    # a layer's saved bytes on the embedded model, against 4 L^2 = 16 MB per layer at the full L = 4096 x 1)
+    kw = dict(method="full", batch=batch, seq_len=64, dtype="fp32", device="cpu")
+    plan, plain = plan_memory(TINY, **kw, packed=True), plan_memory(TINY, **kw)
+    assert plan.activations - plain.activations == TINY["num_hidden_layers"] * 4 * l2**2
+    ckpt = plan_memory(TINY, **kw, packed=True, gradient_checkpointing=True)
+    assert ckpt.details["packed_mask_bytes"] == 4 * l2**2 + masks[0]  # one recomputed layer's copy + the bool mask
+
+
 def test_plan_table_and_dict():
     plan = plan_memory("llama-3.1-8b", method="qlora")
     assert isinstance(plan, MemoryPlan)
