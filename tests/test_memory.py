@@ -214,7 +214,7 @@ def test_packed_batch_keeps_a_block_mask_per_layer_as_the_plan_counts():
     quadratic = (d2 / l2 - d1 / l1) / (l2 - l1)  # extra = quadratic * L^2 + linear * L
     assert quadratic == pytest.approx(4)  # each layer's SDPA keeps its own fp32 copy of the mask
     # (the linear part, 4 x hidden bytes per token, one fp32 copy SDPA makes with a mask, is left out: 6 % of
-    # a layer's saved bytes on the embedded model, against 4 L^2 = 16 MB per layer at the full L = 4096 x 1)
+    # a layer's saved bytes on the embedded model, against 4 L^2 = 67 MB per layer at L = 4,096)
     kw = dict(method="full", batch=batch, seq_len=64, dtype="fp32", device="cpu")
     plan, plain = plan_memory(TINY, **kw, packed=True), plan_memory(TINY, **kw)
     assert plan.activations - plain.activations == TINY["num_hidden_layers"] * 4 * l2**2
