@@ -134,7 +134,7 @@ def test_lab05_qlora_trains_with_checkpointing_and_the_cpu_optimizer(full, tmp_p
     run_plan = plan_memory(model_path, method="qlora", batch=full.sft_forward_rows, seq_len=full.max_length,
                            rank=full.lora_rank, gradient_checkpointing=True,
                            optimizer="paged_adamw_8bit" if on_gpu else "adamw", dtype="bf16" if on_gpu else "fp32",
-                           device="cuda" if on_gpu else "cpu")  # fmt: skip
+                           device="cuda" if on_gpu else "cpu", lm_head="chunked", packed=True)  # fmt: skip
     assert (run_plan.batch, run_plan.seq_len, run_plan.rank) == (full.sft_forward_rows, full.max_length, full.lora_rank)
     preflight(run_plan)
     model = lh.load_model("big_model", quantization="4bit", for_training=True, gradient_checkpointing=True)
