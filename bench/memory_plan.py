@@ -111,6 +111,10 @@ def worker(args: argparse.Namespace) -> dict:
         model.enable_input_require_grads()
     model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0,
                                              target_modules="all-linear", task_type="CAUSAL_LM"))
+    if args.method == "qlora":  # as TRL 1.16's SFTTrainer does with a quantized model: a bf16 adapter
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.to(torch.bfloat16)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     load_s = time.perf_counter() - t0

@@ -20,6 +20,7 @@ never exports a GGUF never imports llama.cpp.
     evaluation  heldout_loss(), preference_metrics(), side_by_side()
     results     save_result(), load_results(), plot_results()  the cross-method comparison (preference_table())
     selfcheck   self_check_passed()                           the closing line every lab prints
+                stop_lab()                                    or the reason it cannot go on here
     export      merge_adapter(), export_gguf(), quantize_gguf(), write_modelfile(), verify_gguf(), ollama_*
     envcheck    the checks of lab 00
     runner      `python -m labhelpers.runner`: every lab on the current profile, with a summary
@@ -79,6 +80,7 @@ _EXPORTS: dict[str, str] = {
     "load_results": "results",
     "plot_results": "results",
     "self_check_passed": "selfcheck",
+    "stop_lab": "selfcheck",
     "sft_config": "training",
     "dpo_config": "training",
     "simpo_config": "training",

@@ -142,6 +142,21 @@ def _read_hwm() -> int | None:
         return None
 
 
+def _release_freed_heap() -> None:
+    """Hand the heap pages glibc keeps after ``free`` back to the kernel (``malloc_trim(0)``; no-op off glibc).
+
+    Otherwise a block that reuses memory an earlier cell freed grows the RSS by nothing for it, and the
+    measured peak under-counts what the block itself needs.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_hwm() -> bool:
     """Reset the kernel's peak-RSS counter (Linux >= 4.0); False where not allowed."""
     try:
@@ -188,7 +203,8 @@ def track_memory(label: str = "training", device: str | None = None, verbose: bo
 
     CUDA: torch's ``max_memory_allocated`` after ``reset_peak_memory_stats``. CPU: the process RSS peak,
     from the kernel's high-water mark reset at entry (``/proc/self/clear_refs``) and a background sampler
-    every ``interval`` s (``ru_maxrss`` cannot be reset, so it cannot measure one block).
+    every ``interval`` s (``ru_maxrss`` cannot be reset, so it cannot measure one block), after glibc has
+    returned the memory earlier code freed (so the block's own allocations show as growth).
     """
     import torch
 
@@ -203,6 +219,7 @@ def track_memory(label: str = "training", device: str | None = None, verbose: bo
         tracker.method = "torch.cuda.max_memory_allocated"
         sampler = None
     else:
+        _release_freed_heap()
         tracker.before = _rss()
         tracker.device_total = _meminfo().get("MemTotal", 0)
         hwm = _reset_hwm()

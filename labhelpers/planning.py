@@ -9,9 +9,12 @@ draws it.
   bitsandbytes only replaces nn.Linear) and stay in ``dtype``, or fp32 after
   ``peft.prepare_model_for_kbit_training`` (``kbit_upcast=True``: what ``load_model(..., quantization="4bit",
   for_training=True)`` runs).
-- lora: r * (in + out) per adapted projection per layer, fp32 (peft upcasts adapters by default).
-- gradients: one per trainable parameter, in its dtype. optimizer: AdamW 2 states in the parameter dtype;
-  8-bit AdamW 2 bytes + 2 fp32 absmax per 256; SGD (no momentum) none.
+- lora: r * (in + out) per adapted projection per layer, fp32 (peft upcasts adapters by default), except
+  QLoRA: bf16, as TRL 1.16's SFTTrainer casts a quantized model's trainable adapter weights
+  (``trl/trainer/sft_trainer.py``, "the PEFT adapter weights are converted to bf16", QLoRA paper section 3).
+- gradients: one per trainable parameter, in its dtype. optimizer: AdamW 2 states in the parameter dtype
+  (torch's AdamW allocates them ``zeros_like(param)``: bf16 for QLoRA's adapter); 8-bit AdamW 2 bytes + 2 fp32
+  absmax per 256; SGD (no momentum) none.
 - activations: what autograd keeps for backward, per token per layer, counted tensor by tensor for a
   Llama layer with SDPA attention (no seq^2 scores): 2 RMSNorm inputs upcast to fp32 (4h+4 each);
   q, k, v and the attention output (2a+2kv elements, a = heads*head_dim, kv = kv_heads*head_dim) and
@@ -21,8 +24,20 @@ draws it.
   (lora_A output). Phi-3's fused ``qkv_proj`` keeps its whole output alive (v is a slice of it) and copies
   the attention output for ``o_proj``: 2a+kv more elements. Gradient checkpointing keeps only each layer's input (h elements) and recomputes one
   layer at a time during backward. Verified against ``torch.autograd.graph.saved_tensors_hooks``.
-- logits: the loss upcasts logits to fp32; at the start of backward the saved log-softmax, its gradient
-  and the logits gradient coexist: 12 bytes * vocab per token.
+  ``packed=True`` (padding-free packing, what ``sft_config`` trains with): the batch's rows are one sequence of
+  L = batch * seq_len tokens whose ``position_ids`` restart per example, so transformers builds one boolean
+  block-diagonal (1, 1, L, L) mask (L^2 bytes) and SDPA in every decoder layer turns it into its own fp32 copy
+  that autograd keeps (4 L^2 bytes per layer); with gradient checkpointing the boolean mask stays alive (a
+  checkpointed input) and one recomputed layer holds its fp32 copy: 5 L^2 bytes.
+- logits, ``lm_head="full"`` (Trainer, DPO and the other trainers that build the logits): the loss upcasts
+  logits to fp32; at the start of backward the saved log-softmax, its gradient and the logits gradient
+  coexist: 12 bytes * vocab per token. ``lm_head="chunked"`` (TRL 1.16's SFTTrainer: ``add_fused_lm_head``,
+  ``trl/kernels/chunked_logprob.py``): no full logits; the head is computed in tiles of at most 4,096 tokens x
+  32,768 vocabulary entries, recomputed in backward. On a CPU (no Triton) the tile is folded with torch ops in
+  fp32 and the fold's temporaries peak at ``CHUNKED_TILE_BYTES_CPU`` bytes per tile element (counted with torch's
+  profiler, tests/test_memory.py); on a GPU the Triton kernels work in place on one tile in the compute dtype,
+  plus the fp32 hidden-state gradient and the hidden states gathered for the head (6 bytes * hidden per
+  token) and, for an fp32 head under autocast, a bf16 copy of one weight chunk.
 - workspace: bf16 copies autocast keeps of fp32 weights (adapters; lm_head after kbit upcast) and, for
   QLoRA, the largest projection de-quantised to bf16 during a matmul.
 - overhead: the CUDA context and cuBLAS workspaces that torch's counters do not see (0 for device="cpu").
@@ -59,6 +74,9 @@ DTYPES = {"bf16": 2, "fp32": 4}
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
 CUDA_CONTEXT_BYTES = int(0.8 * GB)  # torch 2.11 + CUDA 13 context and cuBLAS handles, measured on an H200
 LOGIT_BYTES_PER_VOCAB = 12  # fp32 log-softmax output + its grad + the logits grad at backward start
+LM_HEADS = ("full", "chunked")
+CHUNK_TOKENS, CHUNK_VOCAB = 4096, 32768  # trl 1.16: TOKEN_CHUNK_SIZE, trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE
+CHUNKED_TILE_BYTES_CPU = 33  # the torch fold's fp32 temporaries, per tile element (forward + backward peak)
 SHARDING = ("full_shard", "no_shard")
 
 
@@ -135,7 +153,7 @@ def _targets(arch: ArchSpec, target_modules: str | list[str] | tuple[str, ...]) 
 
 
 def _layer_bytes(arch: ArchSpec, method: str, targets: tuple[str, ...], rank: int, res: int, attn_b: int,
-                 mlp_b: int, autocast: bool, mask: int) -> float:
+                 mlp_b: int, autocast: bool, mask: int, adapter_b: int = 4) -> float:
     """Bytes autograd saves per token in one decoder layer (see the module docstring)."""
     h, inter = arch.hidden, arch.intermediate
     a, kv = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
@@ -161,13 +179,15 @@ def _layer_bytes(arch: ArchSpec, method: str, targets: tuple[str, ...], rank: in
             continue
         if autocast:  # peft casts to its fp32 adapter, autocast makes a bf16 copy per projection
             total += n * (2 + mask) * width
+        elif adapter_b == 2:  # TRL's bf16 QLoRA adapter: peft casts the input to bf16, one copy per projection
+            total += n * (2 + mask) * width
         elif mask:  # dropout output (fp32) and its mask per projection
             total += n * (4 + mask) * width
         elif dt == 4:  # fp32 input read directly by the fp32 adapter: saved once
             total += 0 if saved else 4 * width
         else:  # bf16 input cast to fp32 by peft, one copy per projection
             total += n * 4 * width
-        total += n * rank * (2 if autocast else 4)  # lora_A output
+        total += n * rank * (2 if autocast else adapter_b)  # lora_A output
     return total
 
 
@@ -178,19 +198,23 @@ def _unit_bytes(arch: ArchSpec, method: str, w: int, upcast: bool, lora_params: 
     linear = counts["linear"] // arch.layers * (NF4_BYTES if method == "qlora" else w)
     layer = linear + ((counts["norms"] - arch.hidden) // arch.layers + counts["biases"] // arch.layers) * other
     root = (counts["embeddings"] + counts["lm_head"] + arch.hidden) * other  # + the final norm
-    return {"decoder_layer": int(layer + 4 * lora_params // arch.layers), "root": int(root)}
+    adapter_b = 2 if method == "qlora" else 4
+    return {"decoder_layer": int(layer + adapter_b * lora_params // arch.layers), "root": int(root)}
 
 
 def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, seq_len: int = 512,
                 rank: int = 16, gradient_checkpointing: bool = False, optimizer: str = "adamw",
                 target_modules: str | list[str] = "all-linear", dtype: str = "bf16", *,
                 lora_dropout: float = 0.0, autocast: bool | None = None, kbit_upcast: bool = True,
-                device: str = "cuda", world_size: int = 1, sharding: str = "full_shard") -> MemoryPlan:
+                device: str = "cuda", world_size: int = 1, sharding: str = "full_shard",
+                lm_head: str = "full", packed: bool = False) -> MemoryPlan:
     """Predict a fine-tuning run's peak memory (per rank when ``world_size`` > 1) from the model config alone.
 
     ``autocast`` (default: on for bf16) is Trainer/TRL's ``bf16=True``; ``kbit_upcast`` means QLoRA went
     through ``prepare_model_for_kbit_training``; ``device="cpu"`` drops the CUDA context overhead;
-    ``world_size`` processes (one per Spark) with ``sharding`` "full_shard" (FSDP) or "no_shard" (data parallel).
+    ``world_size`` processes (one per Spark) with ``sharding`` "full_shard" (FSDP) or "no_shard" (data parallel);
+    ``lm_head`` "full" (the trainer builds the logits) or "chunked" (TRL's SFTTrainer: the fused, tiled head);
+    ``packed``: a padding-free packed batch (one sequence of batch x seq_len tokens, block-diagonal mask).
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r}: use one of {METHODS}.")
@@ -207,6 +231,9 @@ def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, s
         raise ValueError(f"world_size={world_size!r}: the number of processes, a positive integer (2 for two Sparks).")
     if sharding not in SHARDING:
         raise ValueError(f"sharding={sharding!r}: use 'full_shard' (FSDP) or 'no_shard' (plain data parallel).")
+    if lm_head not in LM_HEADS:
+        raise ValueError(f"lm_head={lm_head!r}: use 'full' (the loss reads the logits) or 'chunked' "
+                         "(TRL's SFTTrainer: the fused head, no full logits).")
     settings = {k: v for k, v in locals().items() if k not in ("name", "value")}
     arch = arch_spec(config_or_model_id)
     targets = _targets(arch, target_modules)
@@ -226,23 +253,26 @@ def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, s
         weights = arch.n_params * w
     lora_params = 0 if method == "full" else arch.layers * rank * sum(sum(shapes[m]) for m in targets)
     trainable = arch.n_params if method == "full" else lora_params
-    p_bytes = w if method == "full" else 4
+    adapter_b = 2 if method == "qlora" else 4  # TRL casts a quantized model's adapter to bf16
+    p_bytes = w if method == "full" else adapter_b
     state = OPTIMIZERS[optimizer]
     mask = (1 if device == "cuda" else 4) if lora_dropout > 0 and method != "full" else 0
-    per_layer = _layer_bytes(arch, method, targets, rank, res, attn_b, mlp_b, autocast, mask)
+    per_layer = _layer_bytes(arch, method, targets, rank, res, attn_b, mlp_b, autocast, mask, adapter_b)
     per_head = 4 * arch.hidden + 4 + (2 * res * arch.hidden if method == "full" else 0)
     stored = arch.layers * (res * arch.hidden if gradient_checkpointing else per_layer)
     activations = tokens * (stored + per_head + (per_layer if gradient_checkpointing else 0))
-    workspace = 2 * lora_params if autocast else 0
+    packed_mask = (5 if gradient_checkpointing else 4 * arch.layers) * tokens**2 if packed else 0
+    activations += packed_mask
+    workspace = 2 * lora_params if autocast and adapter_b == 4 else 0  # bf16 copies of fp32 adapters
     if upcast and autocast:
         workspace += 2 * arch.vocab * arch.hidden  # bf16 copy of the fp32 lm_head
     if method == "qlora":
         workspace += 2 * max(i * o for i, o in shapes.values())
     if method == "full" and autocast and w == 4:
         workspace += 2 * counts["linear"]
-    gradients = trainable * p_bytes if method == "full" else lora_params * 4
+    gradients = trainable * p_bytes
     optimizer_states = int(trainable * (2 * p_bytes if state is None else state))
-    weights, lora, communication = int(weights), lora_params * 4, 0
+    weights, lora, communication = int(weights), lora_params * adapter_b, 0
     units = _unit_bytes(arch, method, w, upcast, lora_params)
     if world_size > 1 and sharding == "full_shard":  # each rank keeps 1/N; one unit is gathered at a time
         weights, lora, gradients, optimizer_states = (math.ceil(x / world_size) for x in
@@ -256,12 +286,25 @@ def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, s
         trainable_params=trainable, weights=weights, lora=lora, gradients=gradients,
         optimizer_states=optimizer_states, communication=communication, world_size=world_size,
         sharding=sharding if world_size > 1 else "none",
-        activations=int(activations), logits=LOGIT_BYTES_PER_VOCAB * arch.vocab * tokens,
+        activations=int(activations), logits=_logit_bytes(arch, lm_head, tokens, device, autocast, res),
         workspace=int(workspace), overhead=CUDA_CONTEXT_BYTES if device == "cuda" else 0,
-        details={"activation_bytes_per_token_per_layer": per_layer, "autocast": autocast,
+        details={"activation_bytes_per_token_per_layer": per_layer, "autocast": autocast, "lm_head": lm_head,
+                 "packed_mask_bytes": packed_mask,
                  "kbit_upcast": upcast, "targets": list(targets), "arch": arch.as_dict(), "unit_bytes": units},
         settings={**settings, "config_or_model_id": arch},
     )
+
+
+def _logit_bytes(arch: ArchSpec, lm_head: str, tokens: int, device: str, autocast: bool, head_b: int) -> int:
+    """Peak bytes of the LM head and its loss, forward and backward (see the module docstring)."""
+    if lm_head == "full":
+        return LOGIT_BYTES_PER_VOCAB * arch.vocab * tokens
+    tile = min(tokens, CHUNK_TOKENS) * min(arch.vocab, CHUNK_VOCAB)
+    if device == "cpu":
+        return CHUNKED_TILE_BYTES_CPU * tile
+    compute_b = 2 if autocast else head_b
+    weight_copy = 2 * min(arch.vocab, CHUNK_VOCAB) * arch.hidden if autocast and head_b == 4 else 0
+    return compute_b * tile + weight_copy + 6 * arch.hidden * tokens
 
 
 def _replan(plan: MemoryPlan, **changes: Any) -> MemoryPlan:

@@ -24,11 +24,21 @@ def _source(cell: Any) -> str:
     return "".join(src) if isinstance(src, list) else src
 
 
+def stopped(nb: Any) -> dict[str, Any] | None:
+    """Where and why a lab called ``stop_lab`` (the cell, its first lines, the reason); None if it did not."""
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            if out.get("output_type") == "error" and out.get("ename") == "LabStopped":
+                return {"cell": index, "source": _source(cell).splitlines()[:SOURCE_LINES],
+                        "reason": out.get("evalue", "")}
+    return None
+
+
 def failure(nb: Any) -> dict[str, Any] | None:
     """Where an executed notebook went wrong: the first cell with an error output or unexplained stderr."""
     for index, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
-            if out.get("output_type") == "error":
+            if out.get("output_type") == "error" and out.get("ename") != "LabStopped":
                 return {"cell": index, "source": _source(cell).splitlines()[:SOURCE_LINES],
                         "error": f"{out.get('ename', 'Error')}: {out.get('evalue', '')}".strip()}
     noise = notebook_stderr(nb)
@@ -46,6 +56,7 @@ def lab_facts(nb: Any) -> dict[str, Any]:
         "figure": check.headline if check else "",
         "self_check": check.line if check else "",
         "failure": failure(nb),
+        "stopped": stopped(nb),
     }
 
 
@@ -54,6 +65,9 @@ def _peak(row: dict[str, Any]) -> str:
 
 
 def _failure_lines(row: dict[str, Any]) -> list[str]:
+    stop = row.get("stopped")
+    if row.get("status") == "stopped" and stop:
+        return [f"   stopped in cell {stop['cell']}: {stop['reason']}"]
     fail = row.get("failure")
     if not fail:
         return [f"   error: {row['error']}"] if row.get("error") else []
@@ -69,9 +83,11 @@ def format_table(rows: list[dict[str, Any]], profile: str, model: str, budget_s:
     for r in rows:
         over = f"  (over the {budget_s:.0f} s budget)" if budget_s and r["wall_s"] > budget_s else ""
         out.append(f"{r['lab']:<{width}}{r['status']:<8}{r['wall_s']:>8.1f}{_peak(r):>9}  {r.get('figure') or '-'}{over}")
-    failed = [r for r in rows if r["status"] != "ok"]
+    failed = [r for r in rows if r["status"] not in ("ok", "stopped")]
+    stops = [r for r in rows if r["status"] == "stopped"]
     out.append(f"{'total':<{width + 8}}{sum(r['wall_s'] for r in rows):>8.1f}")
-    out.append(f"{len(rows) - len(failed)} passed, {len(failed)} failed")
+    out.append(f"{len(rows) - len(failed) - len(stops)} passed, {len(failed)} failed"
+               + (f", {len(stops)} stopped (stop_lab: see why below)" if stops else ""))
     out.append("\nSelf-check lines:")
     for r in rows:
         out.append(f"{r['lab']}: {r.get('self_check') or '(no Self-check passed line printed)'}")

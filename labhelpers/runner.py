@@ -128,7 +128,7 @@ def run_lab(path: Path, out_dir: Path, timeout: int = 1200) -> dict:
             error = (f"{len(noise)} unexplained stderr line(s), first in cell {noise[0][0]}: {noise[0][1][:200]} "
                      "(fix it at its source, or add the exact message to labhelpers/quiet.py with why)")
     except CellExecutionError as exc:
-        status = "FAILED"
+        status = "stopped" if getattr(exc, "ename", "") == "LabStopped" else "FAILED"  # stop_lab(reason)
         text = ANSI.sub("", str(exc)).strip()  # the kernel's traceback is coloured; the report is plain text
         error = text.splitlines()[-1] if text else repr(exc)
     except Exception as exc:  # noqa: BLE001 - a dead kernel or timeout is a failed lab, not a crash
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     (lab.output_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
     written = report.write_report(lab.output_dir / "report.md", summary, lab.output_dir / "screenshots")
     print(f"\nreport: {written}")
-    return 1 if any(r["status"] != "ok" for r in rows) else 0
+    return 1 if any(r["status"] not in ("ok", "stopped") for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ A lab's last self-check cell, once its asserts have passed, calls
 The runner (the instructor's table) and the browser check find that line in the executed notebook
 with :func:`find` and read the figure back with :func:`parse`: the report shows what the learner saw,
 and a lab that never printed the line did not pass.
+
+A lab that cannot go on on this machine or model for a reason it can name (llama.cpp's converter does not
+know the model's architecture) calls ``stop_lab(reason)`` instead: the cell shows ``Lab stopped: reason``
+without a traceback, the cells below do not run, and the runner reports the lab as ``stopped`` with that reason.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PREFIX = "Self-check passed"
+STOP_PREFIX = "Lab stopped"
 _LINE = re.compile(
     r"^Self-check passed: (?P<figure>[^;]*?) (?P<before>\S+) -> (?P<after>[^\s;]+)"
     r"(?: (?P<unit>[^;]+))?(?:; (?P<details>.*))?$"
@@ -61,6 +66,20 @@ def self_check_passed(figure: str, before: float, after: float, *, fmt: str = ".
                       details: str = "") -> None:
     """Print the lab's closing line; call it after the self-check asserts, as the lab's last output."""
     print(format_line(figure, before, after, fmt=fmt, unit=unit, details=details), flush=True)
+
+
+class LabStopped(Exception):
+    """Raised by :func:`stop_lab`: the notebook ends here, for the reason in the message."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
+        return [f"{STOP_PREFIX}: {self}"]
+
+
+def stop_lab(reason: str) -> None:
+    """End the lab here for ``reason`` (what cannot be done here and what to do): no traceback, no later cells."""
+    if not reason.strip():
+        raise ValueError("stop_lab: say why the lab stops and what to do instead.")
+    raise LabStopped(reason.strip())
 
 
 def parse(line: str) -> SelfCheck | None:

@@ -40,22 +40,29 @@ class DiskPlan:
 
 
 def disk_plan(model: str = "llama-3.1-8b", big_model: str = "llama-3.1-70b", rank: int = 16,
-              save_total_limit: int = 2) -> DiskPlan:
+              save_total_limit: int = 2, big_optimizer: str = "paged_adamw_8bit") -> DiskPlan:
     """The full profile's disk needs, computed from the models' configs and what each lab writes.
 
     Downloads are bf16 safetensors (2 bytes per parameter; ``hf download --exclude "original/*"``). Lab 10
     writes a merged bf16 copy, an f16 GGUF (2 bytes per parameter) and a Q4_K_M GGUF (``GGUF_QUANT_TYPES``'s
-    size ratio, the figure ``quantize_gguf`` checks the disk with). Each training lab saves its fp32 LoRA
-    adapter (4 bytes per parameter) and keeps ``save_total_limit`` checkpoints of adapter + AdamW's two fp32
-    states (12 bytes per parameter). Not counted: the container image (``docker image ls`` shows it).
+    size ratio, the figure ``quantize_gguf`` checks the disk with). Each training lab saves its adapter and
+    keeps ``save_total_limit`` checkpoints of adapter + optimizer states, in the dtypes ``plan_memory`` counts
+    them in memory: LoRA on the bf16 8B model an fp32 adapter (peft) with AdamW's two fp32 states (4 + 8 bytes
+    per parameter); lab 05's QLoRA a bf16 adapter (TRL casts a quantized model's adapter to bf16) with paged
+    8-bit AdamW's states (``big_optimizer``: 2 bytes + 2 fp32 absmax per 256). Not counted: the container
+    image (``docker image ls`` shows it).
     """
     from .gguf import GGUF_QUANT_TYPES
     from .model_configs import arch_spec
     from .planning import plan_memory
 
     small, big = arch_spec(model), arch_spec(big_model)
-    lora_small = plan_memory(small, method="lora", rank=rank).trainable_params
-    lora_big = plan_memory(big, method="qlora", rank=rank).trainable_params
+    p_small = plan_memory(small, method="lora", rank=rank)
+    p_big = plan_memory(big, method="qlora", rank=rank, optimizer=big_optimizer)
+    lora_small, lora_big = p_small.trainable_params, p_big.trainable_params
+    # bytes per LoRA parameter: the adapter file, and one checkpoint (adapter + optimizer states)
+    a_small, ck_small = p_small.lora / lora_small, (p_small.lora + p_small.optimizer_states) / lora_small
+    a_big, ck_big = p_big.lora / lora_big, (p_big.lora + p_big.optimizer_states) / lora_big
     q4 = GGUF_QUANT_TYPES["Q4_K_M"][1]
     training_labs = ("03", "06", "07", "08", "09")  # lab 04's two comparison runs save nothing
     items = (
@@ -65,10 +72,12 @@ def disk_plan(model: str = "llama-3.1-8b", big_model: str = "llama-3.1-70b", ran
         DiskItem("f16 GGUF", "10", 2 * small.n_params, "parameters x 2 bytes"),
         DiskItem("Q4_K_M GGUF", "10", int(q4 * 2 * small.n_params), f"f16 GGUF x {q4} (labhelpers.gguf)"),
         DiskItem(f"adapters + {save_total_limit} checkpoints, r={rank}", ", ".join(training_labs),
-                 len(training_labs) * (4 + save_total_limit * 12) * lora_small,
-                 f"{lora_small / 1e6:.0f} M LoRA parameters x (4 + {save_total_limit} x 12) bytes, per lab"),
+                 int(len(training_labs) * (a_small + save_total_limit * ck_small) * lora_small),
+                 f"{lora_small / 1e6:.0f} M LoRA parameters x ({a_small:g} + {save_total_limit} x {ck_small:g}) bytes "
+                 "(fp32 adapter, AdamW), per lab"),
         DiskItem(f"QLoRA adapter + {save_total_limit} checkpoints, r={rank}", "05",
-                 (4 + save_total_limit * 12) * lora_big,
-                 f"{lora_big / 1e6:.0f} M LoRA parameters x (4 + {save_total_limit} x 12) bytes"),
+                 int((a_big + save_total_limit * ck_big) * lora_big),
+                 f"{lora_big / 1e6:.0f} M LoRA parameters x ({a_big:g} + {save_total_limit} x {ck_big:.2f}) bytes "
+                 f"(bf16 adapter, {big_optimizer})"),
     )
     return DiskPlan(items)

@@ -95,3 +95,23 @@ def lab():
         mp.delenv("LABS_MODEL", raising=False)
         mp.delenv("LABS_SEED", raising=False)
         return profile(verbose=False)
+
+
+def _cpu_peak_bytes(fn) -> int:
+    """Peak bytes of the CPU tensors alive at once while ``fn()`` runs (above those alive before), from torch's profiler."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action, MemoryProfile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        fn()
+    live = peak = 0
+    for _, action, _, size in MemoryProfile(prof.profiler.kineto_results).timeline:
+        live += size if action == Action.CREATE else -size if action == Action.DESTROY else 0
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.fixture(scope="session")
+def cpu_peak_bytes():
+    """The byte probe of transient memory: ``fn -> peak bytes`` of the tensors ``fn`` allocates (torch's profiler)."""
+    return _cpu_peak_bytes

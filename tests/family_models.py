@@ -7,8 +7,9 @@ Llama 3.1, the full profile's family, has its own real tokenizer instead (``test
 tokens, its special tokens, BOS/EOS ids and chat template; sources and licence in its README), so its model
 has the real vocabulary and embeddings of that size (16 M random weights). Nothing is downloaded.
 
-``python tests/family_models.py qwen2-from-embedded OUT`` writes the embedded SmolLM2-135M weights as a
-Qwen2-architecture chat model (zero q/k/v biases, TinyLlama's Zephyr-style template): a model of another
+``python tests/family_models.py qwen2-from-embedded OUT [--dtype float16|bfloat16|float32]`` writes the embedded
+SmolLM2-135M weights as a Qwen2-architecture chat model (zero q/k/v biases, TinyLlama's Zephyr-style template) in
+that dtype (default float16, the embedded file's; hub checkpoints are float16 or bfloat16): a model of another
 family that can still learn, for running the labs with ``LABS_MODEL=OUT``.
 """
 
@@ -171,8 +172,11 @@ def build_family(name: str, folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-def qwen2_from_embedded(folder: str | Path) -> Path:
-    """The embedded SmolLM2-135M as a Qwen2-architecture chat model (zero q/k/v biases, Zephyr template).
+CHECKPOINT_DTYPES = ("float16", "bfloat16", "float32")
+
+
+def qwen2_from_embedded(folder: str | Path, dtype: str = "float16") -> Path:
+    """The embedded SmolLM2-135M as a Qwen2-architecture chat model (zero q/k/v biases, Zephyr template), saved in ``dtype``.
 
     SmolLM2 is a Llama: the same RMSNorm, rotary and SwiGLU as Qwen2, so its weights load into Qwen2 unchanged
     and the added biases start at zero (the model answers like SmolLM2 and trains like any Qwen2).
@@ -181,6 +185,8 @@ def qwen2_from_embedded(folder: str | Path) -> Path:
     from safetensors.torch import load_file, save_file
     from transformers import Qwen2Config
 
+    if dtype not in CHECKPOINT_DTYPES:
+        raise ValueError(f"dtype={dtype!r}: use one of {CHECKPOINT_DTYPES} (hub checkpoints are float16 or bfloat16).")
     src, folder = _embedded_dir(), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = json.loads((src / "config.json").read_text())
@@ -191,13 +197,13 @@ def qwen2_from_embedded(folder: str | Path) -> Path:
         rms_norm_eps=cfg["rms_norm_eps"], rope_parameters=cfg["rope_parameters"],
         tie_word_embeddings=cfg["tie_word_embeddings"], bos_token_id=cfg["bos_token_id"],
         eos_token_id=cfg["eos_token_id"], pad_token_id=cfg["pad_token_id"], use_sliding_window=False,
-        dtype=cfg.get("dtype", "float16"), architectures=["Qwen2ForCausalLM"],
+        dtype=dtype, architectures=["Qwen2ForCausalLM"],
     )
-    weights = load_file(str(src / "model.safetensors"))
+    weights = {k: v.to(getattr(torch, dtype)) for k, v in load_file(str(src / "model.safetensors")).items()}
     for i in range(config.num_hidden_layers):
         for proj in ("q_proj", "k_proj", "v_proj"):
             out = weights[f"model.layers.{i}.self_attn.{proj}.weight"].shape[0]
-            weights[f"model.layers.{i}.self_attn.{proj}.bias"] = torch.zeros(out, dtype=torch.float16)
+            weights[f"model.layers.{i}.self_attn.{proj}.bias"] = torch.zeros(out, dtype=getattr(torch, dtype))
     config.save_pretrained(str(folder))
     save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "generation_config.json").write_text((src / "generation_config.json").read_text())
@@ -206,9 +212,11 @@ def qwen2_from_embedded(folder: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "qwen2-from-embedded":
-        print(qwen2_from_embedded(sys.argv[2]))
-    elif len(sys.argv) == 4 and sys.argv[1] == "build" and sys.argv[2] in FAMILIES:
-        print(build_family(sys.argv[2], sys.argv[3]))
+    argv = sys.argv[1:]
+    if argv[:1] == ["qwen2-from-embedded"] and len(argv) in (2, 4) and (len(argv) == 2 or argv[2] == "--dtype"):
+        print(qwen2_from_embedded(argv[1], *argv[3:]))
+    elif len(argv) == 3 and argv[0] == "build" and argv[1] in FAMILIES:
+        print(build_family(argv[1], argv[2]))
     else:
-        raise SystemExit(f"usage: python tests/family_models.py qwen2-from-embedded OUT | build {{{','.join(FAMILIES)}}} OUT")
+        raise SystemExit(f"usage: python tests/family_models.py qwen2-from-embedded OUT "
+                         f"[--dtype {{{','.join(CHECKPOINT_DTYPES)}}}] | build {{{','.join(FAMILIES)}}} OUT")

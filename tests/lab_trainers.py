@@ -90,7 +90,7 @@ def lab05_qlora(prof: Any, out: Path, steps: int) -> LabRun:
     run_plan = plan_memory(prof.resolve("big_model"), method="qlora", batch=prof.sft_forward_rows,
                            seq_len=prof.max_length, rank=prof.lora_rank, gradient_checkpointing=True,
                            optimizer="paged_adamw_8bit" if on_gpu else "adamw", dtype="bf16" if on_gpu else "fp32",
-                           device="cuda" if on_gpu else "cpu")  # fmt: skip
+                           device="cuda" if on_gpu else "cpu", lm_head="chunked", packed=True)  # fmt: skip
     preflight(run_plan, verbose=False)
     model = lh.load_model("big_model", quantization="4bit", for_training=True, gradient_checkpointing=True)
     args = training.sft_config(prof, out / "checkpoints", max_steps=lab_steps, gradient_checkpointing=True,

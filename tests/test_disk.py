@@ -34,3 +34,14 @@ def test_lab00_disk_check_recommends_the_plan_total(tmp_path):
     assert not check.required
     assert f"disk plan: {math.ceil(disk_plan().total / 1e9)} GB" in check.detail
     assert check_disk(tmp_path, recommended_gb=1e9).ok is False
+
+
+def test_qlora_checkpoints_hold_trls_bf16_adapter_and_paged_8bit_adam_states():
+    from labhelpers.planning import plan_memory
+
+    n = plan_memory("llama-3.1-70b", method="qlora").trainable_params
+    by = {i.what: i for i in disk_plan().items}
+    row = by["QLoRA adapter + 2 checkpoints, r=16"]
+    assert row.bytes == int((2 + 2 * (2 + 2 + 8 / 256)) * n) and "bf16 adapter" in row.how
+    assert by["adapters + 2 checkpoints, r=16"].how.startswith("42 M LoRA parameters x (4 + 2 x 12) bytes")
+    assert disk_plan(big_optimizer="adamw").items[-1].bytes == (2 + 2 * (2 + 4)) * n  # bf16 Adam states

@@ -125,6 +125,103 @@ def test_activation_estimate_counts_the_tensors_autograd_saves(method, dtype, ta
     assert measured == pytest.approx(plan.details["activation_bytes_per_token_per_layer"], rel=0.02)
 
 
+CHUNKED = dict(model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=49152, tie_word_embeddings=True)  # the embedded vocabulary
+
+
+@pytest.mark.parametrize("tokens", [64, 200])
+def test_chunked_lm_head_term_is_the_peak_of_trls_fused_head(tokens, cpu_peak_bytes):
+    from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE, _ChunkedLogProbFunction
+
+    torch.manual_seed(0)
+    weight = torch.randn(CHUNKED["vocab_size"], CHUNKED["hidden_size"]) * 0.02
+    hidden = torch.randn(tokens, CHUNKED["hidden_size"], requires_grad=True)
+    targets = torch.randint(0, CHUNKED["vocab_size"], (tokens,))
+
+    def fused():  # what SFTTrainer's fused_lm_head forward runs, with the outputs it asks for
+        out = _ChunkedLogProbFunction.apply(hidden, weight, None, targets, 1.0, _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0,
+                                            ("log_probs", "entropy", "is_top1"))
+        (-out[0].sum()).backward()
+
+    measured = cpu_peak_bytes(fused)
+    chunked = plan_memory(CHUNKED, method="qlora", batch=1, seq_len=tokens, dtype="fp32", device="cpu", lm_head="chunked")
+    full = plan_memory(CHUNKED, method="qlora", batch=1, seq_len=tokens, dtype="fp32", device="cpu")
+    assert measured == pytest.approx(chunked.logits, rel=0.05)
+    # on a CPU the fold's fp32 tiles (32,768 wide) outweigh the full logits' 12 bytes x 49,152 per token
+    assert chunked.logits > 1.5 * full.logits and chunked.details["lm_head"] == "chunked"
+
+
+def test_chunked_lm_head_at_the_full_shape_is_one_tile_not_the_logits():
+    full = plan_memory("llama-3.1-8b", seq_len=4096, gradient_checkpointing=True)
+    chunked = plan_memory("llama-3.1-8b", seq_len=4096, gradient_checkpointing=True, lm_head="chunked")
+    assert full.logits == 12 * 128256 * 4096
+    assert chunked.logits == 2 * 4096 * 32768 + 6 * 4096 * 4096  # one bf16 tile + the fp32 hidden gradient
+    assert chunked.total < full.total - 5e9
+
+
+def test_qlora_adapter_and_its_adam_states_are_bf16_as_trl_trains_them():
+    qlora = plan_memory("llama-3.1-8b", method="qlora")
+    lora = plan_memory("llama-3.1-8b", method="lora")
+    n = qlora.trainable_params
+    assert qlora.lora == qlora.gradients == 2 * n and qlora.optimizer_states == 4 * n
+    assert lora.lora == lora.gradients == 4 * n and lora.optimizer_states == 8 * n  # peft's fp32 adapter
+    param = torch.nn.Parameter(torch.zeros(8, dtype=torch.bfloat16))  # torch's AdamW keeps states in the param dtype
+    param.grad = torch.ones_like(param)
+    opt = torch.optim.AdamW([param])
+    opt.step()
+    assert {opt.state[param][k].dtype for k in ("exp_avg", "exp_avg_sq")} == {torch.bfloat16}
+
+
+def _saved_and_masks(model, layer, ids, **kwargs):
+    """Bytes autograd saves inside ``layer`` in one forward, and the attention masks SDPA is handed (bytes each)."""
+    params = {t.untyped_storage().data_ptr() for t in model.parameters()}
+    kept, inside, masks = {}, [False], []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kw):
+        if kw.get("attn_mask") is not None:
+            masks.append(kw["attn_mask"].untyped_storage().nbytes())
+        return sdpa(*args, **kw)
+
+    def pack(t):
+        if inside[0] and t.untyped_storage().data_ptr() not in params:
+            kept[t.untyped_storage().data_ptr()] = t
+        return t
+
+    pre = layer.register_forward_pre_hook(lambda *a: inside.__setitem__(0, True))
+    post = layer.register_forward_hook(lambda *a: inside.__setitem__(0, False))
+    try:
+        torch.nn.functional.scaled_dot_product_attention = spy
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=ids, labels=ids, use_cache=False, **kwargs)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = sdpa
+        pre.remove(), post.remove()
+    return sum(t.untyped_storage().nbytes() for t in kept.values()), masks
+
+
+def test_packed_batch_keeps_a_block_mask_per_layer_as_the_plan_counts():
+    model, inner = _tiny_lora_model("full")
+    model.train()
+    batch, extra = 2, {}
+    for seq in (32, 64):  # two rows packed padding-free into one sequence, positions restarting per row
+        ids = torch.randint(0, TINY["vocab_size"], (1, batch * seq))
+        causal, no_masks = _saved_and_masks(model, inner.model.layers[1], ids)
+        packed, masks = _saved_and_masks(model, inner.model.layers[1], ids, position_ids=torch.arange(seq).repeat(batch)[None])
+        assert no_masks == [] and masks == [(batch * seq) ** 2] * TINY["num_hidden_layers"]  # one shared bool mask
+        extra[batch * seq] = packed - causal
+    (l1, d1), (l2, d2) = extra.items()
+    quadratic = (d2 / l2 - d1 / l1) / (l2 - l1)  # extra = quadratic * L^2 + linear * L
+    assert quadratic == pytest.approx(4)  # each layer's SDPA keeps its own fp32 copy of the mask
+    # (the linear part, 4 x hidden bytes per token, one fp32 copy SDPA makes with a mask, is left out: 6 % of
+    # a layer's saved bytes on the embedded model, against 4 L^2 = 67 MB per layer at L = 4,096)
+    kw = dict(method="full", batch=batch, seq_len=64, dtype="fp32", device="cpu")
+    plan, plain = plan_memory(TINY, **kw, packed=True), plan_memory(TINY, **kw)
+    assert plan.activations - plain.activations == TINY["num_hidden_layers"] * 4 * l2**2
+    ckpt = plan_memory(TINY, **kw, packed=True, gradient_checkpointing=True)
+    assert ckpt.details["packed_mask_bytes"] == 4 * l2**2 + masks[0]  # one recomputed layer's copy + the bool mask
+
+
 def test_plan_table_and_dict():
     plan = plan_memory("llama-3.1-8b", method="qlora")
     assert isinstance(plan, MemoryPlan)
@@ -139,6 +236,7 @@ def test_plan_table_and_dict():
     (dict(optimizer="adam"), "optimizer='adam'"),
     (dict(dtype="fp16"), "dtype='fp16'"),
     (dict(batch=0), "batch=0"),
+    (dict(lm_head="fused"), "lm_head='fused'"),
     (dict(target_modules=["lm_head"]), "target_modules=\\['lm_head'\\]"),
     (dict(config_or_model_id="llama-9b"), "config_or_model_id='llama-9b'"),
     (dict(config_or_model_id={"model_type": "gpt2", "n_embd": 768}), "lacks hidden_size"),

