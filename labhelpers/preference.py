@@ -33,7 +33,17 @@ _NAMES = {"accuracy": "preference accuracy", "margin": "mean margin (nats)",
           "chosen_logp": "log p(chosen)", "rejected_logp": "log p(rejected)"}
 
 
-_CACHE_VERSION = 2  # raised whenever a pair's fields change (2: log_odds_ratio), so no stale file is read back
+def scoring_code_hash() -> str:
+    """A short hash of the code that computes a cached score (the ``evaluation`` and ``task`` modules, ``generate``
+    and ``score_heldout``): editing any of it changes the cache key, so no stale file is read back."""
+    import hashlib
+    import inspect
+
+    from . import models
+
+    parts = [inspect.getsource(evaluation), inspect.getsource(task), inspect.getsource(models.generate),
+             inspect.getsource(score_heldout)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -69,7 +79,7 @@ def weights_fingerprint(model: Any) -> str:
 def _cache_file(model: Any, tokenizer: Any, rows: list[dict[str, Any]], lab: Any, n_show: int) -> Path:
     import hashlib
 
-    key = json.dumps([_CACHE_VERSION, weights_fingerprint(model), getattr(tokenizer, "name_or_path", ""), rows,
+    key = json.dumps([scoring_code_hash(), weights_fingerprint(model), getattr(tokenizer, "name_or_path", ""), rows,
                       lab.max_length, n_show, lab.eval_max_new_tokens], sort_keys=True, default=str)
     return lab.output_dir / "cache" / "preference" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 

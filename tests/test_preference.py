@@ -169,3 +169,25 @@ def test_count_passes_tells_policy_passes_from_adapter_off_reference_passes(tiny
     with count_passes(tiny_llama) as plain, torch.no_grad():  # no adapter at all: nothing is "off"
         tiny_llama(input_ids=ids)
     assert plain == {"with_grad": 0, "no_grad": 1, "adapter_off": 0}
+
+
+def test_score_cache_key_changes_when_the_scoring_code_changes(tiny_llama, tokenizer, tmp_path, monkeypatch, capsys):
+    import inspect
+
+    import labhelpers as lh
+
+    monkeypatch.setenv("LABS_OUTPUT_DIR", str(tmp_path))
+    lab = lh.with_overrides(lh.profile(verbose=False), max_length=64, eval_max_new_tokens=2)
+    preference.score_heldout(tiny_llama, tokenizer, ROWS, lab, n_show=1)
+    capsys.readouterr()
+    real = inspect.getsource
+
+    def edited(obj):  # the scoring code as if someone had edited evaluation.py
+        return real(obj) + ("\n# edited" if obj is preference.evaluation else "")
+
+    hash_before = preference.scoring_code_hash()
+    monkeypatch.setattr(inspect, "getsource", edited)
+    assert preference.scoring_code_hash() != hash_before
+    preference.score_heldout(tiny_llama, tokenizer, ROWS, lab, n_show=1)
+    assert "read from" not in capsys.readouterr().out, "a score cached by other code was read back"
+    assert len(list((tmp_path / lab.name / "cache" / "preference").glob("*.json"))) == 2

@@ -429,3 +429,25 @@ def test_live_plot_draws_a_resumed_run_in_its_own_cell_with_the_whole_curve(monk
             state.global_step = step
             plot.on_log(None, state, control, logs={"loss": 1.0 / step})
     assert shown == [("display", 1), ("update", 2), ("display", 3), ("update", 4)]
+
+
+def test_the_seed_reaches_ktos_lora_initialisation_through_the_presets(tiny_llama, tokenizer, lab, tmp_path):
+    """LABS_SEED reaches KTO's adapter: TRL 1.16's KTOTrainer seeds (args.seed) before get_peft_model, so two
+    seeds give two LoRA A matrices and the same seed the same one (KTO's data order is sequential, not seeded)."""
+    from trl import KTOTrainer
+
+    import labhelpers as lh
+
+    pairs = preference_rows(2)
+    ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r[k], "label": k == "chosen"}
+                            for r in pairs for k in ("chosen", "rejected")])  # fmt: skip
+    first_a = {}
+    for run, seed in enumerate((0, 1, 0)):
+        seeded = lh.with_overrides(lab, seed=seed)
+        args = T.kto_config(seeded, tmp_path / str(run), max_steps=1, per_device_train_batch_size=2,
+                            save_strategy="no")
+        trainer = KTOTrainer(model=copy.deepcopy(tiny_llama), args=args, train_dataset=ds,
+                             processing_class=tokenizer, peft_config=T.lora_config(seeded))
+        first_a[run] = next(p for n, p in trainer.model.named_parameters() if "lora_A" in n).detach().clone()
+    assert not torch.equal(first_a[0], first_a[1]), "seeds 0 and 1 gave KTO the same LoRA A matrix"
+    assert torch.equal(first_a[0], first_a[2]), "seed 0 twice gave KTO two LoRA A matrices"
