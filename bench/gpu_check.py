@@ -119,6 +119,14 @@ def _version(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ items
+
+def _verdict(out: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """An item's result with its status: pass, or fail with the problems found."""
+    out["status"] = "fail" if problems else "pass"
+    if problems:
+        out["problems"] = problems
+    return out
+
 def item_environment(ctx: Context) -> dict[str, Any]:
     """Versions against the pins, the importable training stack, and lab 00's device check."""
     from labhelpers import envcheck
@@ -183,10 +191,7 @@ def item_model_defaults(ctx: Context) -> dict[str, Any]:
             problems.append(f"4-bit load gave {kind}, expected Linear4bit")
         del q
     _free()
-    out["status"] = "fail" if problems else "pass"
-    if problems:
-        out["problems"] = problems
-    return out
+    return _verdict(out, problems)
 
 
 def item_throughput(ctx: Context) -> dict[str, Any]:
@@ -217,6 +222,7 @@ def _llama_8b_config(tiny: bool) -> Any:
 def _memory_item(ctx: Context, method: str) -> dict[str, Any]:
     """Train the 8B-shaped model (LoRA r16, all linear layers) a few steps; peak vs plan, time vs estimate."""
     import torch
+    from gpu_throughput import train_step
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     from labhelpers.estimate import estimate_time
@@ -257,11 +263,7 @@ def _memory_item(ctx: Context, method: str) -> dict[str, Any]:
     ids = torch.randint(0, config.vocab_size, (batch, seq), device=dev)
 
     def step() -> float:
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.item()
+        return train_step(model, ids, opt)
 
     with track_memory(f"{method} 8B-shaped", device=dev, verbose=False) as tracked:
         for _ in range(warmup):
@@ -358,10 +360,7 @@ def _lab_item(lab: str) -> Callable[[Context], dict[str, Any]]:
             result["plan_gb"] = round((plan.total - plan.overhead) / 1e9, 3)
         del made
         _free()
-        result["status"] = "fail" if problems else "pass"
-        if problems:
-            result["problems"] = problems
-        return result
+        return _verdict(result, problems)
 
     return run
 

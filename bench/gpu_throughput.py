@@ -21,6 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,6 +33,15 @@ LLAMA_31_8B = dict(
     rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False,
 )  # public config.json of meta-llama/Llama-3.1-8B-Instruct
 
+
+
+def train_step(model: Any, ids: Any, opt: Any) -> float:
+    """One causal-LM training step on ``ids`` (labels = inputs): forward, backward, optimizer step; the loss."""
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
 
 def matmul_peak(n: int = 8192, reps: int = 10) -> float:
     """Measured dense bf16 matmul FLOP/s on this GPU: the ceiling MFU is quoted against."""
@@ -106,11 +116,7 @@ def run(method: str, args: argparse.Namespace, peak_flops: float) -> dict:
     torch.cuda.reset_peak_memory_stats()
 
     def step() -> float:
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.item()
+        return train_step(model, ids, opt)
 
     for _ in range(args.warmup):
         step()
