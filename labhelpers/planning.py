@@ -177,10 +177,8 @@ def _layer_bytes(arch: ArchSpec, method: str, targets: tuple[str, ...], rank: in
         n = sum(m in targets for m in mods)
         if n == 0:
             continue
-        if autocast:  # peft casts to its fp32 adapter, autocast makes a bf16 copy per projection
-            total += n * (2 + mask) * width
-        elif adapter_b == 2:  # TRL's bf16 QLoRA adapter: peft casts the input to bf16, one copy per projection
-            total += n * (2 + mask) * width
+        if autocast or adapter_b == 2:  # a bf16 copy of the input per projection: autocast's for the fp32
+            total += n * (2 + mask) * width  # adapter, or peft's cast to TRL's bf16 QLoRA adapter
         elif mask:  # dropout output (fp32) and its mask per projection
             total += n * (4 + mask) * width
         elif dt == 4:  # fp32 input read directly by the fp32 adapter: saved once
