@@ -74,15 +74,16 @@ BREAKS: dict[str, Break] = {
         "labhelpers/training.py",
         "        learning_rate=lr,",
         "        learning_rate=0.0,  # planted break",
-        "03", ("03",), "tests/test_training.py::test_train_resumes_from_the_last_checkpoint",
+        "03", ("03",), "tests/test_training.py::test_sft_preset_follows_the_smoke_profile",
         "learning rate 0 in every preset"),
     "pairs_swapped": Break(
         "labhelpers/data.py",
         "    dataset = Dataset.from_list(rows)",
-        "    rows = [{**r, 'chosen': r['rejected'], 'rejected': r['chosen']} if 'chosen' in r else r for r in rows]\n"
+        "    if split == 'train':  # planted break: the training pairs only (the held-out pairs stay right)\n"
+        "        rows = [{**r, 'chosen': r['rejected'], 'rejected': r['chosen']} if 'chosen' in r else r for r in rows]\n"
         "    dataset = Dataset.from_list(rows)",
         "06", ("06",), "tests/test_preference.py::test_loaded_preference_pairs_have_the_well_formed_answer_as_chosen",
-        "chosen and rejected swapped when the pairs load"),
+        "chosen and rejected swapped in the training pairs"),
     "neftune_off": Break(
         "labhelpers/training.py",
         "def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:\n",
@@ -92,8 +93,9 @@ BREAKS: dict[str, Break] = {
         "neftune_noise_alpha never reaches the trainer"),
     "qlora_unquantized": Break(
         "labhelpers/models.py",
-        '    if quantization == "4bit":\n        return BitsAndBytesConfig(',
-        '    if quantization == "4bit" and False:  # planted break\n        return BitsAndBytesConfig(',
+        '    from transformers import BitsAndBytesConfig\n\n    if quantization == "4bit":\n',
+        '    from transformers import BitsAndBytesConfig\n\n    if quantization == "4bit":\n'
+        '        return None  # planted break: the 4-bit request loads the model unquantized\n',
         "05", ("05",), "tests/test_models.py",
         "QLoRA loads the model unquantized"),
     "template_drops_assistant_header": Break(
@@ -256,8 +258,11 @@ def planted(name: str, with_test: bool, seed: int) -> dict:
             test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", brk.test],
                                   cwd=tree, env={**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"},
                                   capture_output=True, text=True)
-            failed = [line for line in test.stdout.splitlines() if line.startswith("FAILED")]
-            result["unit_test"] = {"node": brk.test, "failed": test.returncode != 0, "first_failure": failed[:1]}
+            lines = test.stdout.splitlines()
+            failed = [line for line in lines if line.startswith("FAILED")]
+            errors = [line[1:].strip() for line in lines if line.startswith("E ")]  # pytest's "E   ..." lines
+            result["unit_test"] = {"node": brk.test, "failed": test.returncode != 0, "first_failure": failed[:1],
+                                   "first_error": errors[:1]}
     print(json.dumps(result, indent=1), flush=True)
     return result
 

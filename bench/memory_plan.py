@@ -47,41 +47,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def saved_bytes_per_token_layer(model, ids, layer, autocast) -> float:
-    """Bytes autograd keeps for backward in ``layer`` during one forward, per token (parameters excluded).
-
-    The pack hook keeps the tensors in a list and hands autograd a placeholder: returning the tensor
-    itself would tie saved outputs to their own graph node in a reference cycle that is never freed.
-    """
-    import torch
-
-    params = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
-    kept: list = []
-    seen: set[int] = set()
-    inside = [False]
-    total = [0]
-
-    def pack(t):
-        if inside[0] and isinstance(t, torch.Tensor):
-            ptr = t.untyped_storage().data_ptr()
-            if ptr not in params and ptr not in seen and t.dim() > 0:
-                seen.add(ptr)
-                kept.append(t)  # alive until the count is done, so no other tensor can reuse the address
-                total[0] += t.untyped_storage().nbytes()
-        return None
-
-    pre = layer.register_forward_pre_hook(lambda *a: inside.__setitem__(0, True))
-    post = layer.register_forward_hook(lambda *a: inside.__setitem__(0, False))
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None), autocast:
-            model(input_ids=ids, labels=ids)
-    finally:
-        pre.remove()
-        post.remove()
-        kept.clear()
-    return total[0] / ids.numel()
-
-
 def worker(args: argparse.Namespace) -> dict:
     """One method in this process: load, attach LoRA, train a few steps, measure, plan."""
     import contextlib
@@ -92,7 +57,7 @@ def worker(args: argparse.Namespace) -> dict:
     from peft import LoraConfig, get_peft_model
 
     from labhelpers.embedded import embedded_model_dir
-    from labhelpers.memory import GB, _rss, plan_memory, track_memory
+    from labhelpers.memory import GB, _rss, plan_memory, saved_activation_bytes, track_memory
     from labhelpers.models import load_model
 
     cuda = args.device == "cuda"
@@ -134,7 +99,8 @@ def worker(args: argparse.Namespace) -> dict:
     final_loss = float(loss)
     del loss
     # after the measurement: count what one layer saves for backward (a forward without backward)
-    saved = saved_bytes_per_token_layer(model, ids, model.base_model.model.model.layers[1], autocast)
+    with autocast:  # bytes autograd keeps for backward in one decoder layer, per token (parameters excluded)
+        saved = saved_activation_bytes(model, ids, [model.base_model.model.model.layers[1]]) / ids.numel()
 
     plan = plan_memory(path, method=args.method, batch=args.batch, seq_len=args.seq, rank=args.rank,
                        gradient_checkpointing=args.gc, optimizer="adamw", dtype="bf16" if cuda else "fp32",

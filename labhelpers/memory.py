@@ -1,5 +1,6 @@
 """Memory, measured: see it (``memory_report``), measure a block's peak (``track_memory``), and read the free
-memory a new run can use (``_free_memory``, what ``preflight`` plans against).
+memory a new run can use (``_free_memory``, what ``preflight`` plans against), and count the bytes autograd
+saves for backward (``saved_activation_bytes``, the activations term of the plan, measured).
 
 On a DGX Spark the GPU and CPU share one 128 GB pool, so the system line of the report is the one that
 matters; "GB" here is always 10**9 bytes. Predicting memory before loading anything is
@@ -247,6 +248,49 @@ def track_memory(label: str = "training", device: str | None = None, verbose: bo
             tracker.peak = max(peaks)
         if verbose:
             print(tracker)
+
+
+# ---------------------------------------------------------------------------------------- saved activations
+def saved_activation_bytes(model: Any, input_ids: Any, modules: list[Any] | None = None) -> int:
+    """Bytes autograd keeps for backward inside ``modules`` during one forward of ``input_ids`` (parameters excluded).
+
+    ``modules`` defaults to every decoder layer (modules whose class name ends in ``DecoderLayer``): the
+    activations term of ``plan_memory`` without gradient checkpointing, counted tensor by tensor with
+    ``torch.autograd.graph.saved_tensors_hooks``. Each storage counts once (a view saved twice is one tensor),
+    so run it with checkpointing off: under checkpointing the layers save nothing until backward recomputes
+    them. The forward builds no logits loss (no ``labels``); gradients are never computed.
+    """
+    import torch
+
+    layers = modules if modules is not None else [m for m in model.modules()
+                                                  if type(m).__name__.endswith("DecoderLayer")]
+    if not layers:
+        raise ValueError(f"saved_activation_bytes: {type(model).__name__} has no decoder layers; pass modules=.")
+    params = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    kept: list[Any] = []  # alive until the count is done, so no other tensor can reuse a counted address
+    seen: set[int] = set()
+    depth = [0]
+    total = [0]
+
+    def pack(t: Any) -> None:  # hands autograd a placeholder: keeping the tensor would tie it to its own graph
+        if depth[0] and isinstance(t, torch.Tensor) and t.dim() > 0:
+            ptr = t.untyped_storage().data_ptr()
+            if ptr not in params and ptr not in seen:
+                seen.add(ptr)
+                kept.append(t)
+                total[0] += t.untyped_storage().nbytes()
+        return None
+
+    hooks = [h for m in layers for h in (m.register_forward_pre_hook(lambda *a: depth.__setitem__(0, depth[0] + 1)),
+                                         m.register_forward_hook(lambda *a: depth.__setitem__(0, depth[0] - 1)))]
+    try:
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):
+            model(input_ids=input_ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        kept.clear()
+    return total[0]
 
 
 # --------------------------------------------------------------------------------------------- free memory

@@ -20,7 +20,8 @@ draws it.
   q, k, v and the attention output (2a+2kv elements, a = heads*head_dim, kv = kv_heads*head_dim) and
   the softmax log-sum-exp (4 bytes per head); gate, up and SiLU outputs (3I elements); the inputs of the
   adapted projections (shared in fp32 training, one bf16 copy per projection under autocast, one fp32 copy
-  per projection when peft casts a bf16 input to its fp32 adapter; plus dropout masks); r per adapter
+  per projection when peft casts a bf16 input to its fp32 adapter; with LoRA dropout, its output replaces that
+  copy and its mask is added: 1 byte on CUDA, the input's dtype on a CPU); r per adapter
   (lora_A output). Phi-3's fused ``qkv_proj`` keeps its whole output alive (v is a slice of it) and copies
   the attention output for ``o_proj``: 2a+kv more elements. Gradient checkpointing keeps only each layer's input (h elements) and recomputes one
   layer at a time during backward. Verified against ``torch.autograd.graph.saved_tensors_hooks``.
@@ -153,8 +154,12 @@ def _targets(arch: ArchSpec, target_modules: str | list[str] | tuple[str, ...]) 
 
 
 def _layer_bytes(arch: ArchSpec, method: str, targets: tuple[str, ...], rank: int, res: int, attn_b: int,
-                 mlp_b: int, autocast: bool, mask: int, adapter_b: int = 4) -> float:
-    """Bytes autograd saves per token in one decoder layer (see the module docstring)."""
+                 mlp_b: int, autocast: bool, dropout: str, adapter_b: int = 4) -> float:
+    """Bytes autograd saves per token in one decoder layer (see the module docstring).
+
+    ``dropout``: "" (no LoRA dropout), "bool" (CUDA's fused dropout keeps a 1-byte mask) or "dtype" (on a CPU
+    dropout multiplies by a noise tensor in the input's dtype, which autograd keeps).
+    """
     h, inter = arch.hidden, arch.intermediate
     a, kv = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
     total = 2 * (4 * h + 4)  # two RMSNorm inputs, upcast to fp32, and 1/rms
@@ -178,9 +183,11 @@ def _layer_bytes(arch: ArchSpec, method: str, targets: tuple[str, ...], rank: in
         if n == 0:
             continue
         if autocast or adapter_b == 2:  # a bf16 copy of the input per projection: autocast's for the fp32
-            total += n * (2 + mask) * width  # adapter, or peft's cast to TRL's bf16 QLoRA adapter
-        elif mask:  # dropout output (fp32) and its mask per projection
-            total += n * (4 + mask) * width
+            # adapter, or peft's cast to TRL's bf16 QLoRA adapter (before dropout: a bf16 mask on a CPU)
+            mask = {"": 0, "bool": 1, "dtype": 2 if adapter_b == 2 else dt}[dropout]
+            total += n * (2 + mask) * width
+        elif dropout:  # dropout output (fp32) and its mask per projection
+            total += n * (4 + (1 if dropout == "bool" else 4)) * width
         elif dt == 4:  # fp32 input read directly by the fp32 adapter: saved once
             total += 0 if saved else 4 * width
         else:  # bf16 input cast to fp32 by peft, one copy per projection
@@ -254,8 +261,8 @@ def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, s
     adapter_b = 2 if method == "qlora" else 4  # TRL casts a quantized model's adapter to bf16
     p_bytes = w if method == "full" else adapter_b
     state = OPTIMIZERS[optimizer]
-    mask = (1 if device == "cuda" else 4) if lora_dropout > 0 and method != "full" else 0
-    per_layer = _layer_bytes(arch, method, targets, rank, res, attn_b, mlp_b, autocast, mask, adapter_b)
+    dropout = ("bool" if device == "cuda" else "dtype") if lora_dropout > 0 and method != "full" else ""
+    per_layer = _layer_bytes(arch, method, targets, rank, res, attn_b, mlp_b, autocast, dropout, adapter_b)
     per_head = 4 * arch.hidden + 4 + (2 * res * arch.hidden if method == "full" else 0)
     stored = arch.layers * (res * arch.hidden if gradient_checkpointing else per_layer)
     activations = tokens * (stored + per_head + (per_layer if gradient_checkpointing else 0))

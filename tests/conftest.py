@@ -58,25 +58,10 @@ def tiny_llama(embedded_dir):
 
 def _saved_bytes_per_token(model, layer, ids, head_dim: int) -> float:
     """Bytes autograd saves inside ``layer`` during one training forward, per token (parameters excluded)."""
-    import torch
+    from labhelpers.memory import saved_activation_bytes
 
-    params = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
-    kept, seen, inside = [], set(), [False]
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if inside[0] and ptr not in params and ptr not in seen and t.dim() > 0:
-            seen.add(ptr)
-            kept.append(t)
-        return None
-
-    pre = layer.register_forward_pre_hook(lambda *a: inside.__setitem__(0, True))
-    post = layer.register_forward_hook(lambda *a: inside.__setitem__(0, False))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):
-        model(input_ids=ids, labels=ids)
-    pre.remove(), post.remove()
     rotary = 2 * ids.shape[1] * head_dim * 4  # cos and sin, computed once and shared by every layer
-    return (sum(t.untyped_storage().nbytes() for t in kept) - rotary) / ids.numel()
+    return (saved_activation_bytes(model, ids, [layer]) - rotary) / ids.numel()
 
 
 @pytest.fixture(scope="session")

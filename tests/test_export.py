@@ -261,10 +261,12 @@ def test_modelfile_for_the_embedded_model(art):
     [{"role": "user", "content": "Hello there"}],
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}],
 ])
-def test_modelfile_template_reproduces_the_hf_chat_template(art, chat):
-    info = ex.ollama_template(art.tok)
+def test_modelfile_template_reproduces_the_hf_chat_template(art, chat, tmp_path):
+    """The TEMPLATE as written in the Modelfile, rendered as Ollama renders it, is the HF chat template's prompt."""
+    info = ex.write_modelfile(art.q4, art.merged, path=tmp_path / "Modelfile")
+    written = re.search(r'^TEMPLATE """(.*?)"""$', info.text, re.S | re.M).group(1)
     hf = art.tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    assert ex.render_ollama_prompt(info.template, chat, info.system) == hf
+    assert ex.render_ollama_prompt(written, chat, info.system) == hf
 
 
 def test_modelfile_system_argument_overrides_the_default(art, tmp_path):

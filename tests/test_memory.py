@@ -18,7 +18,7 @@ TINY = dict(model_type="llama", hidden_size=64, intermediate_size=160, num_hidde
             num_attention_heads=4, num_key_value_heads=2, vocab_size=256, tie_word_embeddings=False)
 
 
-def _tiny_lora_model(method: str = "lora", rank: int = 4, targets="all-linear"):
+def _tiny_lora_model(method: str = "lora", rank: int = 4, targets="all-linear", dropout: float = 0.0):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -26,7 +26,8 @@ def _tiny_lora_model(method: str = "lora", rank: int = 4, targets="all-linear"):
     model = LlamaForCausalLM(LlamaConfig(**TINY, attn_implementation="sdpa"))
     if method == "full":
         return model, model
-    lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules=targets,
+                      task_type="CAUSAL_LM")
     return get_peft_model(model, lora), model
 
 
@@ -106,11 +107,11 @@ def test_optimizer_and_method_change_the_right_components():
     assert adamw.gradients == adamw.weights  # bf16 gradient per bf16 weight
 
 
-@pytest.mark.parametrize("method, dtype, targets", [("lora", "fp32", "all-linear"), ("full", "fp32", "all-linear"),
-                                                     ("lora", "fp32", ["q_proj", "v_proj"]),
-                                                     ("lora", "bf16", "all-linear")])
-def test_activation_estimate_counts_the_tensors_autograd_saves(method, dtype, targets, saved_bytes_per_token):
-    model, inner = _tiny_lora_model(method, rank=4, targets=targets)
+@pytest.mark.parametrize("method, dtype, targets, dropout", [
+    ("lora", "fp32", "all-linear", 0.0), ("full", "fp32", "all-linear", 0.0), ("lora", "fp32", ["q_proj", "v_proj"], 0.0),
+    ("lora", "bf16", "all-linear", 0.0), ("lora", "fp32", "all-linear", 0.05), ("lora", "bf16", "all-linear", 0.05)])
+def test_activation_estimate_counts_the_tensors_autograd_saves(method, dtype, targets, dropout, saved_bytes_per_token):
+    model, inner = _tiny_lora_model(method, rank=4, targets=targets, dropout=dropout)
     if dtype == "bf16":
         model.to(torch.bfloat16)
         for name, p in model.named_parameters():  # peft keeps adapters in fp32
@@ -121,8 +122,30 @@ def test_activation_estimate_counts_the_tensors_autograd_saves(method, dtype, ta
     head_dim = TINY["hidden_size"] // TINY["num_attention_heads"]
     measured = saved_bytes_per_token(model, inner.model.layers[1], tokens, head_dim)
     plan = plan_memory(TINY, method=method, rank=4, dtype=dtype, target_modules=targets, autocast=False,
-                       device="cpu")
+                       device="cpu", lora_dropout=dropout)
     assert measured == pytest.approx(plan.details["activation_bytes_per_token_per_layer"], rel=0.02)
+    # The activations the plan reports are that measured figure for every layer and every planned token (the final
+    # norm and the head's input add a few %): a total counted twice, or a layer left out, falls outside.
+    per_token = plan.activations / (plan.batch * plan.seq_len)
+    assert per_token == pytest.approx(TINY["num_hidden_layers"] * measured, rel=0.1)
+
+
+def test_saved_activation_bytes_counts_every_decoder_layer_as_the_plan_does():
+    from labhelpers.memory import saved_activation_bytes
+
+    model, inner = _tiny_lora_model("lora", rank=4, dropout=0.05)
+    model.train()
+    ids = torch.randint(0, TINY["vocab_size"], (1, 32))
+    layers = list(inner.model.layers)
+    whole = saved_activation_bytes(model, ids)  # default: every *DecoderLayer
+    per_layer = [saved_activation_bytes(model, ids, [layer]) for layer in layers]
+    rotary = 2 * 32 * (TINY["hidden_size"] // TINY["num_attention_heads"]) * 4  # cos, sin: saved once, shared
+    assert whole == sum(per_layer) - (len(layers) - 1) * rotary
+    plan = plan_memory(TINY, method="lora", batch=1, seq_len=32, rank=4, dtype="fp32", autocast=False, device="cpu",
+                       lora_dropout=0.05)
+    assert plan.activations == pytest.approx(whole, rel=0.1)  # what lab 05's Self-check compares
+    with pytest.raises(ValueError, match="no decoder layers"):
+        saved_activation_bytes(torch.nn.Linear(4, 4), torch.zeros(1, 4))
 
 
 CHUNKED = dict(model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,

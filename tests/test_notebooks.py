@@ -480,3 +480,34 @@ def test_the_headline_rule_catches_a_figure_nothing_asserts():
     assert not headline_problems(asserted)
     direct = [setup, *cells("assert fmt_after > fmt_before + MIN\nlh.self_check_passed('f', fmt_before, fmt_after)")]
     assert not headline_problems(direct)
+
+
+def _bench_bounds() -> dict:
+    import importlib.util
+
+    path = LABS.parent / "bench" / "preference_effect.py"
+    spec = importlib.util.spec_from_file_location("preference_effect", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.BOUNDS
+
+
+@pytest.mark.parametrize("lab, method", [("06", "dpo"), ("07", "simpo"), ("08", "orpo"), ("09", "kto")])
+def test_the_preference_bench_checks_the_bounds_the_labs_assert(lab, method):
+    """bench/preference_effect.py chooses the bounds on a tuning slice: they must be the ones the lab asserts."""
+    path = next(LABS.glob(f"{lab}_*.ipynb"))
+    cells = _cells(path)
+    constants = {}
+    for i in _self_check_cells(cells):
+        for node in ast.walk(_parse(cells[i].source)):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                try:
+                    value = ast.literal_eval(node.value)
+                except ValueError:  # not a literal: a measured value, not a bound
+                    continue
+                if isinstance(value, int | float):
+                    constants[node.targets[0].id] = float(value)
+    for _figure, const, bound, _how in _bench_bounds()[method]:
+        name, sign = (const[1:], -1.0) if const.startswith("-") else (const, 1.0)
+        assert name in constants, f"lab {lab}'s Self-check no longer names {name} (bench/preference_effect.py BOUNDS)"
+        assert sign * constants[name] == bound, f"lab {lab}: {name} = {constants[name]}, the bench checks {bound}"
