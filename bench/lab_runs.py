@@ -279,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", nargs="+", metavar="VAR",
                         help="exec the lab's cells up to its Self-check in this process and collect these variables")
     parser.add_argument("--replace", nargs="+", metavar="TEXT", help="with --in-process: OLD NEW pairs in the code")
+    parser.add_argument("--until", default="self-check",
+                        help="with --in-process: stop at the first markdown heading containing this (lower case)")
     args = parser.parse_args(argv)
     if args.brk and args.runs > 1:  # a variant run many times (e.g. merge_bf16: the tolerance in bf16)
         with tempfile.TemporaryDirectory(prefix=f"variant-{args.brk}-") as tmp:
@@ -290,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         names = [n for n, b in BREAKS.items() if b.lab] if args.brk == "all" else [args.brk]
         result = [planted(n, args.tests, args.seed) for n in names]
     elif args.lab and args.in_process:
-        result = in_process(args.lab, args.runs, args.seed, args.vary_seed, args.in_process, replace=args.replace)
+        result = in_process(args.lab, args.runs, args.seed, args.vary_seed, args.in_process, until=args.until.lower(),
+                            replace=args.replace)
     elif args.lab:
         result = repeat(args.lab, args.runs, args.seed, args.vary_seed)
     else:
