@@ -15,9 +15,9 @@ never exports a GGUF never imports llama.cpp.
     data        load_lab_dataset(), describe(), preference_to_kto()
     task        the checkable answer format the datasets teach (format_ok(), task_metrics())
     schedules   schedule()                                     epochs over the shipped rows -> steps (full profile)
-    estimate    estimate_time()                               training time from the plan, before a run
+    estimate    estimate_time(), estimate_grpo_time()         training time from the plan, before a run
     training    TRL config presets, live-plot / tokens-per-second / NaN-guard callbacks, resume
-    evaluation  heldout_loss(), preference_metrics(), side_by_side()
+    evaluation  heldout_loss(), preference_metrics(), side_by_side(), sample_groups()
     results     save_result(), load_results(), plot_results()  the cross-method comparison (preference_table())
     selfcheck   self_check_passed()                           the closing line every lab prints
                 stop_lab()                                    or the reason it cannot go on here
@@ -65,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     # schedule / time estimate
     "schedule": "schedules",
     "estimate_time": "estimate",
+    "estimate_grpo_time": "estimate",
     # data / task
     "load_lab_dataset": "data",
     "describe": "data",
@@ -76,6 +77,7 @@ _EXPORTS: dict[str, str] = {
     "heldout_loss": "evaluation",
     "preference_metrics": "evaluation",
     "side_by_side": "evaluation",
+    "sample_groups": "evaluation",
     "save_result": "results",
     "load_results": "results",
     "plot_results": "results",
@@ -86,6 +88,8 @@ _EXPORTS: dict[str, str] = {
     "simpo_config": "training",
     "orpo_config": "training",
     "kto_config": "training",
+    "grpo_config": "training",
+    "lab03_adapter": "training",
     "lora_config": "training",
     "train": "training",
     "as_prompt_completion": "training",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -172,9 +173,13 @@ class LivePlotCallback(TrainerCallback):
     """
 
     def __init__(
-        self, title: str = "training", min_interval: float = 5.0, notebook: bool | None = None
+        self, title: str = "training", min_interval: float = 5.0, notebook: bool | None = None,
+        panels: Sequence[str] | None = None,
     ) -> None:
+        """``panels``: logged metrics to plot, one panel each (GRPO: ``"reward"``, ``"frac_reward_zero_std"``,
+        ``"completions/mean_length"``...), instead of the loss and the preference rewards."""
         self.title = title
+        self.panels = tuple(panels) if panels else None
         self.min_interval = min_interval
         self.notebook = in_notebook() if notebook is None else notebook
         self.history: dict[str, list[tuple[int, float]]] = {}
@@ -190,17 +195,18 @@ class LivePlotCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         step = state.global_step
-        for key in ("loss", *REWARD_KEYS):
+        keys = self.panels or ("loss", *REWARD_KEYS)
+        for key in keys:
             value = logs.get(key)
             if isinstance(value, (int, float)):
                 self.history.setdefault(key, []).append((step, float(value)))
-        if "loss" not in logs and not any(k in logs for k in REWARD_KEYS):
+        if not any(k in logs for k in keys):
             return
         if self.notebook:
             if time.monotonic() - self._last_draw >= self.min_interval:
                 self.draw()
         else:
-            parts = [f"step {step:>5}"] + [f"{k} {logs[k]:.4f}" for k in ("loss", *REWARD_KEYS) if k in logs]
+            parts = [f"step {step:>5}"] + [f"{k} {logs[k]:.4f}" for k in keys if k in logs]
             print("  ".join(parts), flush=True)
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -211,6 +217,8 @@ class LivePlotCallback(TrainerCallback):
         """Render the current history into one figure (updated in place in a notebook); returns the figure."""
         import matplotlib.pyplot as plt
 
+        if self.panels:
+            return self._draw_panels()
         rewards = [k for k in REWARD_KEYS if k in self.history]
         if self.figure is None:
             self.figure, _ = plt.subplots(1, 2 if rewards else 1, figsize=(11 if rewards else 6, 3.4))
@@ -243,3 +251,30 @@ class LivePlotCallback(TrainerCallback):
                 self._handle.update(self.figure)
         self._last_draw = time.monotonic()
         return self.figure
+
+    def _draw_panels(self) -> Any:
+        import matplotlib.pyplot as plt
+
+        if self.figure is None:
+            self.figure, _ = plt.subplots(1, len(self.panels), figsize=(3.3 * len(self.panels), 3.2))
+            plt.close(self.figure)
+        for ax, key in zip(self.figure.axes, self.panels, strict=True):
+            ax.clear()
+            if key in self.history:
+                steps, values = zip(*self.history[key], strict=True)
+                ax.plot(steps, values, marker="." if len(steps) < 40 else None)
+            ax.set(title=key, xlabel="step")
+        self.figure.suptitle(self.title)
+        self.figure.tight_layout()
+        self._show()
+        return self.figure
+
+    def _show(self) -> None:
+        if self.notebook:
+            from IPython.display import display
+
+            if self._handle is None:
+                self._handle = display(self.figure, display_id=True)
+            else:
+                self._handle.update(self.figure)
+        self._last_draw = time.monotonic()

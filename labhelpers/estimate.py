@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,7 +35,9 @@ from .schedules import Schedule
 SPARK_BF16_FLOPS = 1e15 / 8
 SPARK_SOURCE = ("DGX Spark (GB10): NVIDIA's published 1 PFLOP FP4 with sparsity / 8 = 125 TFLOP/s dense BF16 "
                 "(nvidia.com/en-us/products/workstations/dgx-spark)")
-FORWARD_PASSES = {"sft": 0, "dpo": 1, "simpo": 0, "orpo": 0, "kto": 3}  # extra no-grad forwards per token
+# extra no-grad forwards per token; GRPO: +1 for the old policy's log-probs when one generation feeds several
+# steps, +1 for the reference when beta > 0 (estimate_grpo_time adds them)
+FORWARD_PASSES = {"sft": 0, "dpo": 1, "simpo": 0, "orpo": 0, "kto": 3, "grpo": 0}
 UTILISATION = {"gpu": (0.2, 0.5), "gpu-4bit": (0.1, 0.35), "cpu": (0.25, 0.8)}
 
 
@@ -93,15 +96,16 @@ def device_throughput(model: Any = None, quantized: bool = False, device: str | 
 
 
 def flops_per_token(model: Any, method: str = "sft", full_finetune: bool = False,
-                    gradient_checkpointing: bool = False, attention_span: float = 0.0) -> float:
+                    gradient_checkpointing: bool = False, attention_span: float = 0.0,
+                    extra_forwards: int = 0) -> float:
     """Training FLOPs per token (see the module docstring): 2 x matmul parameters x passes, plus the attention
-    over ``attention_span`` tokens (0: left out)."""
+    over ``attention_span`` tokens (0: left out); ``extra_forwards`` no-grad passes on top of the method's."""
     if method not in FORWARD_PASSES:
         raise ValueError(f"method={method!r}: use one of {tuple(FORWARD_PASSES)}.")
     arch = arch_spec(model)
     counts = arch.param_counts()
     matmul = counts["linear"] + (counts["embeddings"] if arch.tied else counts["lm_head"])
-    extra = (1 if gradient_checkpointing else 0) + FORWARD_PASSES[method]
+    extra = (1 if gradient_checkpointing else 0) + FORWARD_PASSES[method] + extra_forwards
     passes = (3 if full_finetune else 2) + extra
     attention = 4 * arch.heads * arch.head_dim * arch.layers * attention_span * (3 + extra)
     return 2 * matmul * passes + attention
@@ -150,17 +154,78 @@ class TimeEstimate:
 
 def estimate_time(plan: Schedule, model: Any, method: str = "sft", *, full_finetune: bool = False,
                   gradient_checkpointing: bool = False, quantized: bool = False,
-                  throughput: Throughput | None = None, verbose: bool = True) -> TimeEstimate:
+                  throughput: Throughput | None = None, verbose: bool = True, extra_forwards: int = 0) -> TimeEstimate:
     """Estimate a run's time from its schedule and model (a loaded model, config or known name), as a range."""
     throughput = throughput or device_throughput(model, quantized=quantized)
     span = plan.seq_len if plan.packed else plan.seq_len / 2  # a block mask computes every score; causal half
-    per_token = flops_per_token(model, method, full_finetune, gradient_checkpointing, attention_span=span)
+    per_token = flops_per_token(model, method, full_finetune, gradient_checkpointing, attention_span=span,
+                                extra_forwards=extra_forwards)
     flops = plan.trained_tokens * per_token
     lo, hi = throughput.utilisation
     label = method.upper() + (", 4-bit" if quantized else "") + (", checkpointing" if gradient_checkpointing else "")
     est = TimeEstimate(label=label, tokens=plan.trained_tokens, flops_per_token=per_token, flops=flops,
                        low_s=flops / (throughput.peak_flops * hi), high_s=flops / (throughput.peak_flops * lo),
                        throughput=throughput)
+    if verbose:
+        print(est)
+    return est
+
+
+# ----------------------------------------------------------------------------------- GRPO (lab 12)
+@dataclass(frozen=True)
+class GRPOTimeEstimate:
+    """GRPO's time: sampling (decoding steps / a measured decode rate) plus the updates (a ``TimeEstimate``)."""
+
+    generation_calls: int
+    decode_steps: int  # per call: one new token for every row of the call
+    decode_steps_per_s: float
+    rate_source: str
+    update: TimeEstimate
+
+    @property
+    def generation_s(self) -> float:
+        return self.generation_calls * self.decode_steps / self.decode_steps_per_s
+
+    @property
+    def low_s(self) -> float:
+        return self.generation_s + self.update.low_s
+
+    @property
+    def high_s(self) -> float:
+        return self.generation_s + self.update.high_s
+
+    def __str__(self) -> str:
+        updates = str(self.update).split(": ", 1)[1]  # without its own "time estimate (...)" label
+        return (f"time estimate (GRPO): generation {self.generation_calls} call(s) x {self.decode_steps} decoding "
+                f"steps / {self.decode_steps_per_s:.1f} steps/s = {_duration(self.generation_s)}\n"
+                f"  decode rate: {self.rate_source}\n"
+                f"  updates: {updates}\n"
+                f"  total: {_duration(self.low_s)} to {_duration(self.high_s)}")
+
+    def versus(self, measured_s: float) -> str:
+        """One line: the measured time and where it falls in the range."""
+        where = ("inside" if self.low_s <= measured_s <= self.high_s
+                 else "faster than" if measured_s < self.low_s else "slower than")
+        return (f"measured {_duration(measured_s)} ({measured_s:.1f} s): {where} the estimate "
+                f"{_duration(self.low_s)} to {_duration(self.high_s)}")
+
+
+def estimate_grpo_time(plan: Schedule, model: Any, settings: Any, decode_steps_per_s: float, rate_source: str, *,
+                       quantized: bool = False, throughput: Throughput | None = None,
+                       verbose: bool = True) -> GRPOTimeEstimate:
+    """GRPO's time before it runs: ``settings`` (``Profile.grpo``) fix the generation calls (steps /
+    steps_per_generation) of ``completion_tokens`` decoding steps each (an upper bound: a call stops when every
+    row has ended); the decode rate is measured (``SampledGroups``: steps per second at the same batch) and
+    named in ``rate_source``. The updates are the schedule's tokens through ``estimate_time``, with the
+    old-policy and reference forwards TRL adds."""
+    if decode_steps_per_s <= 0:
+        raise ValueError(f"decode_steps_per_s={decode_steps_per_s!r}: must be positive (measure it first).")
+    extra = (1 if settings.steps_per_generation > 1 else 0) + (1 if settings.beta > 0 else 0)
+    update = estimate_time(plan, model, "grpo", quantized=quantized, throughput=throughput, verbose=False,
+                           extra_forwards=extra)
+    est = GRPOTimeEstimate(generation_calls=math.ceil(plan.steps / settings.steps_per_generation),
+                           decode_steps=settings.completion_tokens, decode_steps_per_s=decode_steps_per_s,
+                           rate_source=rate_source, update=update)
     if verbose:
         print(est)
     return est

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -358,3 +359,111 @@ def side_by_side(
     import pandas as pd
 
     return pd.DataFrame(table)
+
+
+# ------------------------------------------------------------------------ sampled groups (GRPO, lab 12)
+RewardFunc = Callable[..., list[float]]
+
+
+@dataclass
+class SampledGroups:
+    """``k`` completions per held-out prompt, sampled once from the starting policy with a trainer's sampler.
+
+    ``rewards`` are the weighted sums of the reward functions, ``logps`` each completion's summed log-prob
+    (through the chat template, its end-of-turn token included) under the policy that sampled it. ``seconds``
+    is the sampling time of ``decode_steps`` decoding steps at ``rows`` rows: the decode rate a GRPO time
+    estimate needs, measured on this machine.
+    """
+
+    prompts: list[Any]
+    completions: list[list[str]]
+    rewards: list[list[float]]
+    logps: list[list[float]]
+    lengths: list[list[int]]  # each sample's scored tokens (its answer through the chat template)
+    seconds: float
+    decode_steps: int
+    rows: int
+
+    @property
+    def k(self) -> int:
+        return len(self.completions[0])
+
+    @property
+    def zero_spread(self) -> float:
+        """Share of prompts whose ``k`` rewards are all equal: GRPO's advantage is 0 for every one of them."""
+        return sum(len(set(r)) == 1 for r in self.rewards) / len(self.rewards)
+
+    @property
+    def expected_reward(self) -> list[float]:
+        """Per prompt, the mean reward of its samples (the sampling policy's expected reward, estimated)."""
+        return [sum(r) / len(r) for r in self.rewards]
+
+    def _pairs(self) -> list[tuple[Any, Any]]:
+        return [(p, c) for p, group in zip(self.prompts, self.completions, strict=False) for c in group]
+
+    def rescore(self, model: Any, tokenizer: Any, batch_size: int = 16) -> list[list[float]]:
+        """Each sample's summed log-prob under ``model`` (the trained policy), grouped like ``logps``."""
+        new = [s for s, _ in _answer_logps(model, tokenizer, self._pairs(), None, batch_size)]
+        return [new[g * self.k : (g + 1) * self.k] for g in range(len(self.rewards))]
+
+    def reweighted(self, new_logps: list[list[float]]) -> list[float]:
+        """Per prompt, the new policy's expected reward estimated from the same samples (self-normalised importance
+        sampling): sum_i w_i r_i / sum_i w_i with w_i = p_new(c_i) / p_sampler(c_i) (``new_logps``: ``rescore``).
+        No new sampling, so no sampling noise between before and after; a prompt whose samples all score the same
+        cannot move (zero spread). Summed log-probs: a change that lowers every token's log-prob a little lowers
+        long samples' weights most (and the answers that run out of tokens are format failures), so this estimate
+        can rise without any reward signal; ``margins`` cannot."""
+        out = []
+        for rewards, old, new in zip(self.rewards, self.logps, new_logps, strict=True):
+            log_w = [n - o for n, o in zip(new, old, strict=True)]
+            top = max(log_w)
+            w = [math.exp(x - top) for x in log_w]
+            out.append(sum(a * r for a, r in zip(w, rewards, strict=False)) / sum(w))
+        return out
+
+    def margins(self, logps: list[list[float]] | None = None) -> list[float]:
+        """Per prompt, sum_i (r_i - mean r) x (log-prob per token of c_i) under ``logps`` (default: the sampler's):
+        how much a policy prefers the group's better samples, per token. Trained minus before > 0: the policy
+        raised its better samples relative to its worse ones. Per token, so a drift of every token's log-prob by
+        the same amount moves no margin, whatever the samples' lengths; 0 for a prompt without spread."""
+        logps = self.logps if logps is None else logps
+        out = []
+        for rewards, lps, lengths in zip(self.rewards, logps, self.lengths, strict=True):
+            mean = sum(rewards) / len(rewards)
+            out.append(sum((r - mean) * lp / n for r, lp, n in zip(rewards, lps, lengths, strict=True)))
+        return out
+
+
+def sample_groups(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], reward_funcs: Sequence[RewardFunc],
+                  weights: Sequence[float], k: int, max_new_tokens: int, *, temperature: float = 1.0,
+                  seed: int = 0, batch_size: int = 64) -> SampledGroups:
+    """Sample ``k`` completions per row's ``prompt`` (TRL GRPO's sampler: ``temperature``, top_p 1, top_k 0),
+    score them with TRL-style reward functions (``f(completions, **columns) -> list[float]``, completions as
+    message lists, the rows' other columns as keyword lists) weighted by ``weights``, and their log-probs."""
+    import time
+
+    from .models import generate
+
+    if len(reward_funcs) != len(weights):
+        raise ValueError(f"sample_groups: {len(reward_funcs)} reward functions but {len(weights)} weights.")
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        if "prompt" not in row:
+            raise ValueError(f"sample_groups: row {i} has no 'prompt' field (fields: {sorted(row)}).")
+    prompts = [row["prompt"] for row in rows for _ in range(k)]
+    start = time.perf_counter()
+    texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                     do_sample=True, temperature=temperature, top_k=0, top_p=1.0, seed=seed)
+    seconds = time.perf_counter() - start
+    columns = {key: [row[key] for row in rows for _ in range(k)] for key in rows[0] if key != "prompt"}
+    completions = [[{"role": "assistant", "content": t}] for t in texts]
+    totals = [0.0] * len(texts)
+    for func, weight in zip(reward_funcs, weights, strict=False):
+        for i, value in enumerate(func(completions=completions, prompts=prompts, **columns)):
+            totals[i] += weight * float(value)
+    scored = _answer_logps(model, tokenizer, list(zip(prompts, texts, strict=False)), None, 16)
+    group = lambda xs: [list(xs[i * k : (i + 1) * k]) for i in range(len(rows))]  # noqa: E731
+    calls = math.ceil(len(prompts) / batch_size)
+    return SampledGroups(prompts=[row["prompt"] for row in rows], completions=group(texts), rewards=group(totals),
+                         logps=group([s for s, _ in scored]), lengths=group([n for _, n in scored]), seconds=seconds, decode_steps=calls * max_new_tokens,
+                         rows=min(batch_size, len(prompts)))

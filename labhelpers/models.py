@@ -154,12 +154,16 @@ def generate(
     batch_size: int = 32,
     do_sample: bool = False,
     temperature: float = 0.7,
+    top_k: int | None = None,
+    top_p: float | None = None,
     seed: int = 0,
 ) -> list[str]:
     """Answer each prompt through the chat template; greedy by default (reproducible comparisons).
 
     ``prompts`` are user messages (str) or whole message lists ending with a user turn. Returns the
-    new text only, without the prompt, special tokens stripped. ``batch_size`` prompts decode together:
+    new text only, without the prompt, special tokens stripped. Sampling uses the model's generation config
+    unless ``top_k`` / ``top_p`` are given (a GRPO trainer's sampler: ``top_k=0, top_p=1.0``, the full
+    distribution at ``temperature``). ``batch_size`` prompts decode together:
     on a CPU each decoding step costs about the same for 8 or 32 rows, so larger batches are faster.
     """
     was_training = model.training
@@ -180,6 +184,7 @@ def generate(
             if do_sample:
                 torch.manual_seed(seed + start)
                 kwargs["temperature"] = temperature
+                kwargs.update({k: v for k, v in (("top_k", top_k), ("top_p", top_p)) if v is not None})
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
             out = model.generate(**enc, **kwargs)

@@ -105,13 +105,16 @@ class MemoryPlan:
     workspace: int
     overhead: int
     communication: int = 0
+    reference: int = 0  # GRPO/DPO-style KL reference kept in memory (beta > 0)
+    kv_cache: int = 0  # generation's key/value cache (GRPO: every completion of one generation call)
     world_size: int = 1
     sharding: str = "none"
     details: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict, repr=False)
 
-    COMPONENTS = ("weights", "lora", "gradients", "optimizer_states", "activations", "logits", "workspace",
-                  "communication", "overhead")
+    COMPONENTS = ("weights", "lora", "reference", "gradients", "optimizer_states", "activations", "logits",
+                  "kv_cache", "workspace", "communication", "overhead")
+    _SHOWN_IF_USED = ("reference", "kv_cache", "communication")
 
     @property
     def total(self) -> int:
@@ -135,7 +138,7 @@ class MemoryPlan:
         if self.world_size > 1:
             head += f"; per rank of {self.world_size} ({self.sharding})"
         rows = [f"  {c.replace('_', ' '):<17}{v / GB:>9.2f} GB" for c, v in self.breakdown().items()
-                if c != "communication" or self.world_size > 1]
+                if c not in self._SHOWN_IF_USED or v > 0 or (c == "communication" and self.world_size > 1)]
         return "\n".join([head, *rows, f"  {'total':<17}{self.total / GB:>9.2f} GB"])
 
     __str__ = table
@@ -212,7 +215,8 @@ def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, s
                 target_modules: str | list[str] = "all-linear", dtype: str = "bf16", *,
                 lora_dropout: float = 0.0, autocast: bool | None = None, kbit_upcast: bool = True,
                 device: str = "cuda", world_size: int = 1, sharding: str = "full_shard",
-                lm_head: str = "full", packed: bool = False) -> MemoryPlan:
+                lm_head: str = "full", packed: bool = False, reference: bool = False,
+                kv_rows: int = 0, kv_tokens: int = 0) -> MemoryPlan:
     """Predict a fine-tuning run's peak memory (per rank when ``world_size`` > 1) from the model config alone.
 
     ``autocast`` (default: on for bf16) is Trainer/TRL's ``bf16=True``; ``kbit_upcast`` means QLoRA went
@@ -220,6 +224,13 @@ def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, s
     ``world_size`` processes (one per Spark) with ``sharding`` "full_shard" (FSDP) or "no_shard" (data parallel);
     ``lm_head`` "full" (the trainer builds the logits) or "chunked" (TRL's SFTTrainer: the fused, tiled head);
     ``packed``: a padding-free packed batch (one sequence of batch x seq_len tokens, block-diagonal mask).
+    GRPO (lab 12): ``reference`` keeps a KL reference (TRL's ``beta`` > 0): for LoRA a frozen copy of the adapter
+    (TRL 1.16 copies a loaded adapter as "ref"; with a fresh ``peft_config`` the reference is the adapter switched
+    off and costs nothing, so this is the larger case), for a full fine-tune a copy of the weights.
+    ``kv_rows`` x ``kv_tokens``: the key/value cache of one generation call (completions sampled together x
+    prompt + completion tokens), 2 x layers x kv_heads x head_dim values per token in the weights' dtype. It is
+    live while generating, not while the loss runs, so adding it to the training peak over-counts: the plan is
+    an upper bound by up to this term.
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r}: use one of {METHODS}.")
@@ -230,6 +241,9 @@ def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, s
     for name, value in (("batch", batch), ("seq_len", seq_len), ("rank", rank)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r}: must be a positive integer.")
+    for name, value in (("kv_rows", kv_rows), ("kv_tokens", kv_tokens)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}={value!r}: must be a whole number (0: no generation).")
     if device not in ("cuda", "cpu"):
         raise ValueError(f"device={device!r}: use 'cuda' or 'cpu'.")
     if not isinstance(world_size, int) or world_size < 1:
@@ -278,6 +292,9 @@ def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, s
     gradients = trainable * p_bytes
     optimizer_states = int(trainable * (2 * p_bytes if state is None else state))
     weights, lora, communication = int(weights), lora_params * adapter_b, 0
+    ref_bytes = (weights if method == "full" else lora) if reference else 0
+    kv_b = 2 if method == "qlora" else w  # the cache is in the compute dtype (bf16 for a 4-bit model)
+    kv_cache = 2 * arch.layers * arch.kv_heads * arch.head_dim * kv_b * kv_rows * kv_tokens
     units = _unit_bytes(arch, method, w, upcast, lora_params)
     if world_size > 1 and sharding == "full_shard":  # each rank keeps 1/N; one unit is gathered at a time
         weights, lora, gradients, optimizer_states = (math.ceil(x / world_size) for x in
@@ -290,6 +307,7 @@ def plan_memory(config_or_model_id: Any, method: str = "lora", batch: int = 1, s
         gradient_checkpointing=gradient_checkpointing, optimizer=optimizer, n_params=arch.n_params,
         trainable_params=trainable, weights=weights, lora=lora, gradients=gradients,
         optimizer_states=optimizer_states, communication=communication, world_size=world_size,
+        reference=int(ref_bytes), kv_cache=int(kv_cache),
         sharding=sharding if world_size > 1 else "none",
         activations=int(activations), logits=_logit_bytes(arch, lm_head, tokens, device, autocast, res),
         workspace=int(workspace), overhead=CUDA_CONTEXT_BYTES if device == "cuda" else 0,

@@ -36,6 +36,41 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True)
+class GRPOSettings:
+    """A GRPO run (lab 12): each optimizer step trains on ``generations`` completions of ``prompts_per_step`` prompts.
+
+    Steps are fixed (smoke) or computed from ``epochs`` over the prompts (full, ``labhelpers.schedules``). One
+    generation call samples the completions of ``steps_per_generation`` steps at once (TRL's
+    ``steps_per_generation``). The sampler is TRL's: ``temperature``, top_p 1, top_k 0, up to
+    ``completion_tokens`` new tokens. ``beta`` weighs the KL penalty to the starting policy (TRL 1.16's default: 0,
+    no reference model). The held-out measure samples ``eval_samples`` completions for each of ``eval_prompts``
+    held-out prompts with the same sampler, once, before training (``labhelpers.evaluation.sample_groups``).
+    """
+
+    steps: int | None
+    epochs: float | None
+    prompts_per_step: int
+    generations: int  # TRL's num_generations: the group whose mean reward is each completion's baseline
+    completion_tokens: int  # TRL's max_completion_length
+    learning_rate: float
+    eval_prompts: int
+    eval_samples: int
+    steps_per_generation: int = 1
+    temperature: float = 1.0
+    beta: float = 0.0
+
+    @property
+    def completions_per_step(self) -> int:
+        """Completions one optimizer step trains on (TRL's ``per_device_train_batch_size``)."""
+        return self.prompts_per_step * self.generations
+
+    @property
+    def completions_per_generation(self) -> int:
+        """Completions one generation call samples (TRL's ``generation_batch_size``)."""
+        return self.completions_per_step * self.steps_per_generation
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything a lab needs to know about the run it is part of. Read it, do not hard-code."""
 
@@ -70,6 +105,7 @@ class Profile:
     seed: int = 0
     orpo_lambda: float = 0.1  # ORPO's odds-ratio weight (TRL's beta); the paper's value
     orpo_learning_rate: float | None = None  # None: pref_learning_rate
+    grpo: GRPOSettings | None = None  # a GRPO run (labhelpers.training.grpo_config; lab 12, planned)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -147,6 +183,16 @@ class Profile:
         return line
 
 
+# GRPO (lab 12, not written yet: issue 28). Smoke: one generation call of 32 completions (8 prompts x 4) feeds 4 steps
+# of 8, at 4e-3: what fits a 90 s lab on 2 cores; bench/README.md shows its held-out effect is not yet separated from a
+# shuffled-reward null on every seed. Full: 8 completions per prompt, LoRA at 2e-5, as in Hugging Face's LLM course,
+# chapter 12.5 (huggingface.co/course/chapter12/5: num_generations 8, learning_rate 2e-5), one epoch over the 1,000
+# prompts; 64 new tokens cover this task's answers (21-37 tokens on the embedded model's tokenizer). Not run on a Spark.
+GRPO_SMOKE = GRPOSettings(steps=4, epochs=None, prompts_per_step=2, generations=4, completion_tokens=40,
+                          learning_rate=4e-3, eval_prompts=16, eval_samples=4, steps_per_generation=4)
+GRPO_FULL = GRPOSettings(steps=None, epochs=1, prompts_per_step=2, generations=8, completion_tokens=64,
+                         learning_rate=2e-5, eval_prompts=100, eval_samples=8)
+
 # Smoke: every notebook under 90 s on a 2-core CPU, which trains the 135M model at ~170 tokens/s.
 # So few steps (15 SFT, 8 preference) need a large, constant learning rate: measured on lab 03's
 # data, 15 steps at 1e-3 with linear decay left the format rate at 0.04, constant gave 0.92.
@@ -177,6 +223,7 @@ _SMOKE = dict(
     # lambda 10: 0.48-0.63). lambda 10 at learning rate 1e-3 moved 0.54-0.67 of the pairs on seeds 0-2.
     orpo_lambda=10.0,
     orpo_learning_rate=1e-3,
+    grpo=GRPO_SMOKE,
 )
 # Full: epochs over the shipped rows; labhelpers.schedules turns them into steps (SFT: 1,000 rows of about
 # 75-100 tokens = about 75-100 packed rows of 1,024 tokens, so 4 rows per step is about 20-25 steps per epoch).
@@ -215,6 +262,7 @@ _FULL = dict(
     lr_scheduler="linear",
     lora_rank=16,
     eval_max_new_tokens=128,
+    grpo=GRPO_FULL,
 )
 
 

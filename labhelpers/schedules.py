@@ -19,7 +19,7 @@ from typing import Any
 
 from .profiles import Profile
 
-KINDS = ("sft", "preference", "kto")
+KINDS = ("sft", "preference", "kto", "grpo")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Schedule:
     stated_epochs: float | None  # the profile's epochs (full); None: the profile fixed the steps (smoke)
     packed: bool = False  # SFT examples packed into rows of max_length tokens
     forward_rows: int = 1  # packed rows in one forward pass: padding-free packing makes them one sequence
+    group: int = 1  # GRPO: completions per prompt (each a sequence with the prompt in front)
 
     @property
     def seq_len(self) -> float:
@@ -44,7 +45,7 @@ class Schedule:
         example (unpacked SFT, KTO), or one answer of a pair (preference). What the attention's cost grows with."""
         if self.packed:
             return self.forward_rows * self.tokens / self.rows_per_epoch
-        return self.tokens / (self.examples * (2 if self.kind == "preference" else 1))
+        return self.tokens / (self.examples * (2 if self.kind == "preference" else self.group))
 
     @property
     def tokens_per_step(self) -> float:
@@ -66,7 +67,8 @@ class Schedule:
 
     def __str__(self) -> str:
         unit = f"packed rows of {self.max_length} tokens" if self.packed else (
-            "pairs" if self.kind == "preference" else "rows, one example each")
+            "pairs" if self.kind == "preference" else
+            f"prompts, {self.group} completions each" if self.kind == "grpo" else "rows, one example each")
         how = ("steps fixed by the smoke profile: every lab under 90 s on 2 cores" if self.stated_epochs is None
                else f"the profile states {self.stated_epochs:g} epoch{'' if self.stated_epochs == 1 else 's'}; "
                     "steps rounded up")
@@ -105,10 +107,32 @@ def token_counts(kind: str, rows: Any, tokenizer: Any) -> list[int]:
                 + len(chat_tokens(tokenizer, r["prompt"], r["rejected"])[0]) for r in rows]
     if kind == "kto":
         return [len(chat_tokens(tokenizer, r["prompt"], r["completion"])[0]) for r in rows]
+    if kind == "grpo":  # a prompt's group: each completion re-reads the prompt; completions capped, not measured
+        raise ValueError("token_counts('grpo', ...) needs the GRPO settings: use schedule(lab, 'grpo').")
     raise ValueError(f"kind={kind!r}: use one of {KINDS}.")
 
 
 _CACHE: dict[tuple, Schedule] = {}
+
+
+def _grpo_schedule(lab: Profile, rows: Any, tokenizer: Any) -> Schedule:
+    """GRPO: a row is a prompt; each of its ``generations`` completions (at most ``completion_tokens``) is trained
+    on with the prompt in front, so one pass costs generations x (prompt + completion cap) tokens (an upper bound:
+    a completion that stops early is shorter)."""
+    from .evaluation import _split_row, chat_tokens
+
+    g = lab.grpo
+    if g is None:
+        raise ValueError(f"profile {lab.name!r} has no GRPO settings (Profile.grpo).")
+    prompts = [sum(1 for m in chat_tokens(tokenizer, *_split_row(row, i))[1] if m == 0) for i, row in enumerate(rows)]
+    tokens = sum(g.generations * (n + g.completion_tokens) for n in prompts)
+    if g.steps is None and g.epochs is None:
+        raise ValueError(f"profile {lab.name!r} states neither steps nor epochs for GRPO.")
+    steps = g.steps if g.steps is not None else max(1, math.ceil(g.epochs * len(rows) / g.prompts_per_step))
+    return Schedule(kind="grpo", examples=len(rows), tokens=tokens, rows_per_epoch=len(rows),
+                    per_step=g.prompts_per_step, steps=steps, epochs=steps * g.prompts_per_step / len(rows),
+                    max_length=max(prompts) + g.completion_tokens,
+                    stated_epochs=None if g.steps is not None else g.epochs, group=g.generations)
 
 
 def schedule(lab: Profile, kind: str = "sft", tokenizer: Any = None, rows: Any = None, packed: bool = True,
@@ -124,9 +148,10 @@ def schedule(lab: Profile, kind: str = "sft", tokenizer: Any = None, rows: Any =
         raise ValueError(f"kind={kind!r}: use one of {KINDS}.")
     from .data import load_lab_dataset
 
-    limit = {"sft": lab.sft_train_rows, "preference": lab.pref_train_rows, "kto": lab.kto_train_rows}[kind]
+    limit = {"sft": lab.sft_train_rows, "preference": lab.pref_train_rows, "kto": lab.kto_train_rows,
+             "grpo": lab.sft_train_rows}[kind]
     if rows is None:
-        rows = load_lab_dataset(kind, limit=limit)
+        rows = load_lab_dataset("sft" if kind == "grpo" else kind, limit=limit)
     if tokenizer is None:
         from .models import load_tokenizer
 
@@ -135,23 +160,23 @@ def schedule(lab: Profile, kind: str = "sft", tokenizer: Any = None, rows: Any =
     key = (kind, packed, repr(lab), getattr(tokenizer, "name_or_path", id(tokenizer)), len(rows),
            repr(rows[0]) if len(rows) else "")
     if key not in _CACHE:
-        lengths = token_counts(kind, rows, tokenizer)
-        per_row = lab.batch_size if kind == "sft" else lab.pref_batch_size
-        per_step = per_row * lab.grad_accum
-        rows_per_epoch = pack_rows(lengths, lab.max_length) if packed else len(lengths)
-        fixed = lab.sft_steps if kind == "sft" else lab.pref_steps
-        epochs_stated = lab.sft_epochs if kind == "sft" else lab.pref_epochs
-        if fixed is None and epochs_stated is None:
-            raise ValueError(f"profile {lab.name!r} states neither steps nor epochs for {kind}.")
-        if fixed is not None:
-            steps = fixed
+        if kind == "grpo":
+            _CACHE[key] = _grpo_schedule(lab, rows, tokenizer)
         else:
-            steps = max(1, math.ceil(epochs_stated * rows_per_epoch / per_step))
-        _CACHE[key] = Schedule(kind=kind, examples=len(lengths), tokens=sum(lengths),
-                               rows_per_epoch=rows_per_epoch, per_step=per_step, steps=steps,
-                               epochs=steps * per_step / rows_per_epoch, max_length=lab.max_length,
-                               stated_epochs=None if fixed is not None else epochs_stated, packed=packed,
-                               forward_rows=lab.sft_forward_rows if packed else 1)
+            lengths = token_counts(kind, rows, tokenizer)
+            per_row = lab.batch_size if kind == "sft" else lab.pref_batch_size
+            per_step = per_row * lab.grad_accum
+            rows_per_epoch = pack_rows(lengths, lab.max_length) if packed else len(lengths)
+            fixed = lab.sft_steps if kind == "sft" else lab.pref_steps
+            epochs_stated = lab.sft_epochs if kind == "sft" else lab.pref_epochs
+            if fixed is None and epochs_stated is None:
+                raise ValueError(f"profile {lab.name!r} states neither steps nor epochs for {kind}.")
+            steps = fixed if fixed is not None else max(1, math.ceil(epochs_stated * rows_per_epoch / per_step))
+            _CACHE[key] = Schedule(kind=kind, examples=len(lengths), tokens=sum(lengths),
+                                   rows_per_epoch=rows_per_epoch, per_step=per_step, steps=steps,
+                                   epochs=steps * per_step / rows_per_epoch, max_length=lab.max_length,
+                                   stated_epochs=None if fixed is not None else epochs_stated, packed=packed,
+                                   forward_rows=lab.sft_forward_rows if packed else 1)
     result = _CACHE[key]
     if verbose:
         print(result)

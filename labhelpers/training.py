@@ -24,7 +24,7 @@ from .profiles import Profile, profile
 
 __all__ = [
     "sft_config", "dpo_config", "simpo_config", "orpo_config", "kto_config", "lora_config",
-    "as_prompt_completion", "with_lengths", "last_checkpoint", "resume_point", "train", "TrainSummary",
+    "grpo_config", "lab03_adapter", "as_prompt_completion", "with_lengths", "last_checkpoint", "resume_point", "train", "TrainSummary",
     "LivePlotCallback", "NanGuardCallback", "ThroughputCallback",
 ]  # fmt: skip
 
@@ -41,7 +41,7 @@ def _steps(lab: Profile, kind: str) -> int:
 
     A caller's ``max_steps`` still wins (``_merge``); checkpoints are spaced on the profile's run.
     """
-    fixed = lab.sft_steps if kind == "sft" else lab.pref_steps
+    fixed = lab.sft_steps if kind == "sft" else _grpo(lab).steps if kind == "grpo" else lab.pref_steps
     if fixed is not None:
         return fixed
     from .schedules import schedule
@@ -194,6 +194,81 @@ def kto_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) ->
     base = _common(lab, output_dir, _steps(lab, "kto"), lab.pref_learning_rate, lab.pref_batch_size)
     base.update(beta=0.1, desirable_weight=1.0, undesirable_weight=1.0)
     return KTOConfig(**_merge(base, overrides))
+
+
+def grpo_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) -> Any:
+    """``trl.GRPOConfig`` for this profile's GRPO run (``Profile.grpo``), generating with transformers (no vLLM).
+
+    One optimizer step trains on ``generations`` completions of each of ``prompts_per_step`` prompts
+    (``per_device_train_batch_size`` counts completions); one generation call samples ``steps_per_generation``
+    steps' worth. TRL's sampler (temperature, top_p 1, top_k 0), loss (``"dapo"``: token-level, normalised by the
+    completion tokens of the batch) and group scaling of the rewards are kept. ``disable_dropout``: with dropout
+    on, the pass that scores a completion would not be the policy that sampled it (and the loss could not be
+    recomputed by hand); it also cost a third of a CPU step. ``log_completions`` stays off: the lab prints its own.
+    """
+    from trl import GRPOConfig
+
+    lab = _lab(lab)
+    g = _grpo(lab)
+    base = _common(lab, output_dir, _steps(lab, "grpo"), g.learning_rate, g.completions_per_step)
+    del base["max_length"], base["per_device_eval_batch_size"]  # GRPO: prompts are whole, completions capped below
+    base.update(num_generations=g.generations, max_completion_length=g.completion_tokens, temperature=g.temperature,
+                steps_per_generation=g.steps_per_generation, beta=g.beta, disable_dropout=True,
+                log_completions=False)
+    if lab.is_smoke:
+        base["warmup_steps"] = 0  # 8 steps: a warmup step would be a step that learns little
+    return GRPOConfig(**_merge(base, overrides))
+
+
+def _grpo(lab: Profile) -> Any:
+    if lab.grpo is None:
+        raise ValueError(f"profile {lab.name!r} has no GRPO settings (Profile.grpo).")
+    return lab.grpo
+
+
+def lab03_adapter(lab: Profile | None, out_dir: str | Path, quick: bool = True) -> Path:
+    """Lab 03's adapter when it is current, else an SFT adapter trained here into ``out_dir/adapter``.
+
+    Current: trained on this profile's model (its ``adapter_config.json``) and written after the last change to
+    the code that trains it (``export.adapter_outdated``). Otherwise it says why and trains an SFT with the same
+    helpers, so a lab that builds on lab 03 runs standalone: ``quick`` (smoke: 6 small steps, enough to change
+    the answers, not to make them good: lab 10 only compares files) or lab 03's own schedule (``quick=False``:
+    lab 12 needs a model that writes the format).
+    """
+    from trl import SFTTrainer
+
+    from .data import load_lab_dataset
+    from .export import adapter_base, adapter_matches, adapter_outdated
+    from .models import load_model, load_tokenizer
+
+    lab = _lab(lab)
+    lab03 = lab.output_dir / "03_lora_sft" / "adapter"
+    changed = adapter_outdated(lab03)  # code files newer than the adapter (all of them if there is none)
+    if adapter_matches(lab03, "model") and not changed:
+        print(f"using the adapter from lab 3.1.3: {lab03}")
+        return lab03
+    if not lab03.exists():
+        why = "not found"
+    elif not adapter_matches(lab03, "model"):
+        why = f"trained on {adapter_base(lab03)}"
+    else:
+        why = f"older than {len(changed)} file(s) of the code that trains it, e.g. {changed[0].name}"
+    print(f"lab 3.1.3's adapter ({lab03}): {why}; training {'a quick one' if quick else 'its SFT'} here")
+    # Smoke quick: 6 small steps (a CPU does ~1 TFLOP per 1k-token step of the 135M model); else lab 3.1.3's schedule.
+    short = dict(max_steps=6, per_device_train_batch_size=2, max_length=128) if lab.is_smoke and quick else {}
+    tokenizer = load_tokenizer()
+    trainer = SFTTrainer(
+        model=load_model(for_training=True),
+        args=sft_config(lab, Path(out_dir) / "checkpoints", **short),
+        train_dataset=as_prompt_completion(load_lab_dataset("sft", limit=lab.sft_train_rows)),
+        processing_class=tokenizer,
+        peft_config=lora_config(lab),
+    )
+    print(train(trainer, label="quick SFT" if quick else "SFT (lab 3.1.3's schedule)"))
+    adapter_dir = Path(out_dir) / "adapter"
+    trainer.save_model(adapter_dir)  # adapter_model.safetensors + adapter_config.json
+    tokenizer.save_pretrained(adapter_dir)
+    return adapter_dir
 
 
 def lora_config(lab: Profile | None = None, r: int | None = None, **overrides: Any) -> Any:

@@ -132,6 +132,34 @@ def lab09_kto(prof: Any, out: Path, steps: int) -> LabRun:
     return LabRun("09_kto", plan, args, short, trainer)
 
 
+def lab12_grpo(prof: Any, out: Path, steps: int) -> LabRun:
+    """GRPO (lab 12, not written yet: issue 28) on the SFT prompts with two checkable rewards (format, right lab),
+    on the profile's model with a fresh LoRA. Not in ``BUILDERS``: ``bench/gpu_check.py`` does not train it yet.
+    """
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from labhelpers import task
+
+    tokenizer = lh.load_tokenizer()
+    data = lh.load_lab_dataset("sft", split="train", limit=prof.sft_train_rows)
+    rows = [{"prompt": r["messages"][:-1], "expected_lab": n} for r, n in zip(data, task.expected_labs(data), strict=False)]
+    plan = lh.schedule(prof, "grpo", tokenizer, rows=data, verbose=False)
+
+    def format_reward(completions, **kwargs):
+        return [1.0 if task.format_ok(c[0]["content"]) else 0.0 for c in completions]
+
+    def lab_reward(completions, expected_lab, **kwargs):
+        return [1.0 if task.cited_lab(c[0]["content"]) == e else 0.0 for c, e in zip(completions, expected_lab, strict=False)]
+
+    args = training.grpo_config(prof, out / "checkpoints", reward_weights=[1.0, 1.0])
+    short = training.grpo_config(prof, out / "checkpoints", reward_weights=[1.0, 1.0], max_steps=steps)
+    trainer = GRPOTrainer(model=lh.load_model(for_training=True), reward_funcs=[format_reward, lab_reward],
+                          args=short, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                          peft_config=training.lora_config(prof, lora_dropout=0.0))
+    return LabRun("12_grpo", plan, args, short, trainer)
+
+
 BUILDERS = {  # lab -> builder(prof, out, steps)
     "03_lora_sft": lab03_sft,
     "04_neftune": lab04_neftune,

@@ -229,3 +229,38 @@ def test_log_odds_ratio_is_orpos_formula_with_the_per_token_margins_sign():
     # both answers rise by the same 0.1 nats/token: the per-token margin stays, the odds ratio grows (chosen likelier)
     assert log_odds_ratio(-0.4, -1.4) > log_odds_ratio(-0.5, -1.5)
     assert math.isfinite(log_odds_ratio(0.0, -1.0))  # p = 1 after float rounding: clamped, not log(0)
+
+
+def test_sampled_groups_reweight_the_same_samples_toward_a_policy(model, tokenizer):
+    from labhelpers.evaluation import sample_groups
+
+    rows = [{"prompt": [{"role": "user", "content": f"Name a number near {i}."}], "target": str(i)} for i in (3, 7)]
+
+    def has_digit(completions, target, **_):
+        return [1.0 if any(ch.isdigit() for ch in c[0]["content"]) else 0.0 for c in completions]
+
+    def long(completions, **_):
+        return [float(len(c[0]["content"]) > 20) for c in completions]
+
+    groups = sample_groups(model, tokenizer, rows, [has_digit, long], [1.0, 0.5], k=4, max_new_tokens=12, seed=3)
+    assert groups.k == 4 and len(groups.rewards) == 2 and groups.rows == 8 and groups.decode_steps == 12
+    assert all(r in (0.0, 0.5, 1.0, 1.5) for g in groups.rewards for r in g)
+    again = sample_groups(model, tokenizer, rows, [has_digit, long], [1.0, 0.5], k=4, max_new_tokens=12, seed=3)
+    assert again.completions == groups.completions  # seeded: the same samples
+    # the sampling policy itself re-weights every sample by 1: its expected reward is the plain mean, no shift
+    same = groups.rescore(model, tokenizer)
+    assert sum(same, []) == pytest.approx(sum(groups.logps, []), abs=1e-4)
+    assert groups.reweighted(same) == pytest.approx(groups.expected_reward, abs=1e-5)
+    assert groups.margins(same) == pytest.approx(groups.margins(), abs=1e-4)
+    # a policy that makes one sample of each prompt far likelier moves the estimate to that sample's reward
+    likelier = [[lp + (100.0 if j == 0 else 0.0) for j, lp in enumerate(g)] for g in groups.logps]
+    assert groups.reweighted(likelier) == pytest.approx([g[0] for g in groups.rewards], abs=1e-6)
+    expected_shift = [(r[0] - sum(r) / 4) * 100.0 / n[0] for r, n in zip(groups.rewards, groups.lengths, strict=False)]
+    shift = [a - b for a, b in zip(groups.margins(likelier), groups.margins(), strict=False)]
+    assert shift == pytest.approx(expected_shift)
+    # a drift of every token's log-prob by the same amount shifts no preference, whatever the lengths
+    drift = [[lp - 0.5 * n for lp, n in zip(g, ns, strict=False)] for g, ns in zip(groups.logps, groups.lengths, strict=False)]
+    assert groups.margins(drift) == pytest.approx(groups.margins(), abs=1e-9)
+    assert 0.0 <= groups.zero_spread <= 1.0
+    with pytest.raises(ValueError, match="row 1 has no 'prompt'"):
+        sample_groups(model, tokenizer, [rows[0], {"x": 1}], [has_digit], [1.0], k=2, max_new_tokens=4)

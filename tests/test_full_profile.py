@@ -145,6 +145,22 @@ def test_lab09_kto_trainer_at_the_full_shape(full, tmp_path):
     assert forwards["with_grad"] == TWO and forwards["adapter_off"] >= TWO
 
 
+def test_lab12_grpo_trainer_at_the_full_shape(full, tmp_path):
+    run = lab_trainers.lab12_grpo(full, tmp_path, TWO)
+    g, config = full.grpo, run.args
+    assert run.plan.stated_epochs == g.epochs and run.plan.steps == math.ceil(g.epochs * full.sft_train_rows /
+                                                                              g.prompts_per_step)
+    assert config.max_steps == run.plan.steps and config.per_device_train_batch_size == g.completions_per_step
+    assert (config.num_generations, config.max_completion_length, config.learning_rate) == (
+        g.generations, g.completion_tokens, g.learning_rate)
+    assert _lr_scheduler(config) == full.lr_scheduler and config.seed == full.seed
+    only_steps_changed(config, run.short)
+    summary = training.train(run.trainer, resume=False, label="2 full-profile GRPO steps")
+    assert summary.steps == TWO and not summary.stopped_by_nan
+    rewards = [h["reward"] for h in summary.log_history if "reward" in h]
+    assert rewards and all(math.isfinite(r) for r in rewards)  # generated, scored: a random tiny model scores 0
+
+
 # ------------------------------------------------------------------------------------------ lab 11
 def test_lab11_rank_trains_the_full_profile_sft(full, tmp_path):
     """``distributed.run`` (what each rank of lab 11's ``accelerate launch`` runs), one process, full profile."""

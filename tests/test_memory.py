@@ -497,3 +497,18 @@ def test_plot_memory_returns_axes():
     assert isinstance(ax, matplotlib.axes.Axes)
     assert len(ax.patches) >= 6
     plt.close("all")
+
+
+def test_grpo_plan_adds_the_reference_and_the_generation_kv_cache():
+    arch = arch_spec("llama-3.1-8b")
+    base = plan_memory("llama-3.1-8b", batch=8, seq_len=128)
+    # the KV cache of 16 completions of 64 + 64 tokens: K and V, every layer, kv_heads x head_dim values, bf16
+    gen = plan_memory("llama-3.1-8b", batch=8, seq_len=128, kv_rows=16, kv_tokens=128)
+    assert gen.kv_cache == 2 * arch.layers * arch.kv_heads * arch.head_dim * 2 * 16 * 128
+    assert gen.total - base.total == gen.kv_cache and "kv cache" in gen.table() and "kv cache" not in base.table()
+    ref = plan_memory("llama-3.1-8b", batch=8, seq_len=128, reference=True)
+    assert ref.reference == ref.lora > 0  # TRL's frozen "ref" copy of a loaded adapter
+    full = plan_memory("llama-3.1-8b", method="full", batch=8, seq_len=128, reference=True)
+    assert full.reference == full.weights  # a full fine-tune keeps a whole second model
+    with pytest.raises(ValueError, match="kv_rows"):
+        plan_memory("llama-3.1-8b", kv_rows=-1)

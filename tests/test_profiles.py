@@ -120,3 +120,18 @@ def test_hub_id_cached_but_unreachable_goes_offline(monkeypatch, capsys):
 
     assert os.environ["HF_HUB_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE is True
     assert "unreachable (test: no network); using the copy in the local cache" in capsys.readouterr().out
+
+
+def test_grpo_presets_sample_groups_of_completions_per_step(lab, monkeypatch):
+    from labhelpers.training import grpo_config
+
+    g = lab.grpo
+    assert g.completions_per_step == g.prompts_per_step * g.generations
+    assert g.completions_per_generation == g.completions_per_step * g.steps_per_generation
+    args = grpo_config(lab, "/tmp/unused-grpo")
+    assert (args.num_generations, args.per_device_train_batch_size, args.max_completion_length) == (
+        g.generations, g.completions_per_step, g.completion_tokens)
+    assert (args.max_steps, args.steps_per_generation, args.beta, args.temperature) == (
+        g.steps, g.steps_per_generation, 0.0, 1.0)
+    assert args.disable_dropout and not args.activation_checkpointing and args.top_k == 0
+    assert grpo_config(lab, "/tmp/unused-grpo", max_steps=2).max_steps == 2

@@ -147,3 +147,44 @@ def test_with_steps_keeps_the_data_and_recomputes_the_epochs():
     assert third.epochs == pytest.approx(332 * 4 / 1000) and third.stated_epochs is None
     assert third.trained_tokens == round(332 * 75_000 / 1000 * 4)
     assert "rows, one example each" in str(third)
+
+
+def test_grpo_schedule_counts_each_completion_with_its_prompt(lab, full, tokenizer):
+    from labhelpers.evaluation import chat_tokens
+
+    sched = schedule(lab, "grpo", tokenizer, verbose=False)
+    g = lab.grpo
+    assert (sched.steps, sched.per_step, sched.group) == (g.steps, g.prompts_per_step, g.generations)
+    rows = list(__import__("labhelpers.data", fromlist=["x"]).load_lab_dataset("sft", limit=lab.sft_train_rows))
+    prompt = sum(chat_tokens(tokenizer, r["messages"][:-1], r["messages"][-1:])[1].count(0) for r in rows)
+    assert sched.tokens == g.generations * (prompt + len(rows) * g.completion_tokens)
+    assert sched.seq_len == pytest.approx(prompt / len(rows) + g.completion_tokens)  # one completion's sequence
+    assert sched.trained_tokens == round(g.steps * g.prompts_per_step * sched.tokens / len(rows))
+    big = schedule(full, "grpo", tokenizer, verbose=False)  # full: one epoch over the prompts
+    assert big.steps == math.ceil(full.grpo.epochs * full.sft_train_rows / full.grpo.prompts_per_step)
+    assert "4 completions each" in str(sched) and "8 completions each" in str(big)
+
+
+def test_grpo_time_is_generation_calls_at_the_measured_decode_rate_plus_the_updates(lab, tokenizer):
+    from dataclasses import replace
+
+    from labhelpers.estimate import estimate_grpo_time
+
+    sched = schedule(lab, "grpo", tokenizer, verbose=False)
+    cpu = Throughput(1e11, (0.25, 0.8), "test")
+    g = lab.grpo  # 8 steps, one generation call of 64 completions
+    est = estimate_grpo_time(sched, "llama-3.1-8b", g, 4.0, "measured", throughput=cpu, verbose=False)
+    assert est.generation_calls == math.ceil(g.steps / g.steps_per_generation)
+    assert est.generation_s == pytest.approx(est.generation_calls * g.completion_tokens / 4.0)
+    # one generation feeds several steps: TRL scores the old policy once (+1 forward); beta > 0 adds the reference
+    base = estimate_time(sched, "llama-3.1-8b", "grpo", throughput=cpu, verbose=False)
+    span = sched.seq_len / 2  # unpacked, causal
+    assert est.update.flops_per_token == flops_per_token("llama-3.1-8b", "grpo", attention_span=span, extra_forwards=1)
+    assert est.update.flops_per_token > base.flops_per_token
+    one = replace(g, steps_per_generation=1, beta=0.04)
+    est1 = estimate_grpo_time(sched, "llama-3.1-8b", one, 4.0, "measured", throughput=cpu, verbose=False)
+    assert est1.generation_calls == g.steps and est1.update.flops_per_token == est.update.flops_per_token
+    assert est.low_s == pytest.approx(est.generation_s + est.update.low_s)
+    assert "decode rate: measured" in str(est) and "inside" in est.versus((est.low_s + est.high_s) / 2)
+    with pytest.raises(ValueError, match="decode_steps_per_s"):
+        estimate_grpo_time(sched, "llama-3.1-8b", g, 0.0, "measured", throughput=cpu)
