@@ -242,14 +242,7 @@ class LivePlotCallback(TrainerCallback):
             axes[1].set(title="implicit rewards", xlabel="step")
             axes[1].legend(loc="best")
         self.figure.tight_layout()
-        if self.notebook:
-            from IPython.display import display
-
-            if self._handle is None:
-                self._handle = display(self.figure, display_id=True)
-            else:
-                self._handle.update(self.figure)
-        self._last_draw = time.monotonic()
+        self._show()
         return self.figure
 
     def _draw_panels(self) -> Any:
@@ -270,6 +263,7 @@ class LivePlotCallback(TrainerCallback):
         return self.figure
 
     def _show(self) -> None:
+        """Show the figure (in a notebook: update it in place through the display handle); note the time."""
         if self.notebook:
             from IPython.display import display
 

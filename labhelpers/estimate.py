@@ -119,6 +119,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _versus(measured_s: float, low_s: float, high_s: float) -> str:
+    """The measured time and where it falls in an estimate's range."""
+    where = "inside" if low_s <= measured_s <= high_s else "faster than" if measured_s < low_s else "slower than"
+    return (f"measured {_duration(measured_s)} ({measured_s:.1f} s): {where} the estimate "
+            f"{_duration(low_s)} to {_duration(high_s)}")
+
+
 @dataclass(frozen=True)
 class TimeEstimate:
     """A training run's time range, computed before it starts; ``versus()`` sets the measured time next to it."""
@@ -145,11 +152,8 @@ class TimeEstimate:
 
     def versus(self, measured_s: float) -> str:
         """One line: the measured time, where it falls in the range, and the utilisation it implies."""
-        where = ("inside" if self.low_s <= measured_s <= self.high_s
-                 else "faster than" if measured_s < self.low_s else "slower than")
         used = self.flops / measured_s / self.throughput.peak_flops
-        return (f"measured {_duration(measured_s)} ({measured_s:.1f} s): {where} the estimate "
-                f"{_duration(self.low_s)} to {_duration(self.high_s)}; utilisation {used:.0%} of the peak")
+        return f"{_versus(measured_s, self.low_s, self.high_s)}; utilisation {used:.0%} of the peak"
 
 
 def estimate_time(plan: Schedule, model: Any, method: str = "sft", *, full_finetune: bool = False,
@@ -204,10 +208,7 @@ class GRPOTimeEstimate:
 
     def versus(self, measured_s: float) -> str:
         """One line: the measured time and where it falls in the range."""
-        where = ("inside" if self.low_s <= measured_s <= self.high_s
-                 else "faster than" if measured_s < self.low_s else "slower than")
-        return (f"measured {_duration(measured_s)} ({measured_s:.1f} s): {where} the estimate "
-                f"{_duration(self.low_s)} to {_duration(self.high_s)}")
+        return _versus(measured_s, self.low_s, self.high_s)
 
 
 def estimate_grpo_time(plan: Schedule, model: Any, settings: Any, decode_steps_per_s: float, rate_source: str, *,
