@@ -368,7 +368,8 @@ def _lab_item(lab: str) -> Callable[[Context], dict[str, Any]]:
 LAB_ITEMS = (("03_lora_sft", "lab 03 LoRA SFT, packed", 60, 15), ("04_neftune", "lab 04 NEFTune SFT, unpacked", 60, 15),
              ("05_qlora", "lab 05 QLoRA: 4-bit, checkpointing, paged_adamw_8bit", 90, 20),
              ("06_dpo", "lab 06 DPOTrainer", 60, 15), ("07_simpo", "lab 07 SimPO (CPOTrainer)", 60, 15),
-             ("08_orpo", "lab 08 ORPOTrainer", 60, 15), ("09_kto", "lab 09 KTOTrainer", 90, 20))
+             ("08_orpo", "lab 08 ORPOTrainer", 60, 15), ("09_kto", "lab 09 KTOTrainer", 90, 20),
+             ("12_grpo", "lab 12 GRPOTrainer: generation + updates", 90, 20))
 ITEMS: tuple[Item, ...] = (
     Item("environment", "versions vs pyproject.toml pins; trl/datasets import; envcheck.check_device", 60, 10,
          item_environment),

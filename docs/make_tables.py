@@ -42,6 +42,7 @@ HEADROOM = 0.9  # labhelpers.preflight's default: plan must stay under 90 % of t
 LAB_STEMS = [
     "00_environment_check", "01_lora_from_scratch", "02_dataset_preparation", "03_lora_sft", "04_neftune",
     "05_qlora_70b", "06_dpo", "07_simpo", "08_orpo", "09_kto", "10_deploy_to_ollama", "11_two_sparks",
+    "12_grpo",
 ]  # fmt: skip
 # TinyLlama is not in labhelpers.model_configs.KNOWN_CONFIGS; its numbers, from the public
 # https://huggingface.co/TinyLlama/TinyLlama-1.1B-Chat-v1.0/blob/main/config.json
@@ -237,6 +238,8 @@ def table_two_sparks() -> str:
     return "\n".join(lines)
 
 
+SPARK_BANDWIDTH = 273e9  # bytes/s
+SPARK_BANDWIDTH_SOURCE = "273 GB/s LPDDR5x memory bandwidth (NVIDIA DGX Spark datasheet)"
 SPARK_RUNS = [  # lab, what it trains, schedule kind, model, method, 4-bit, gradient checkpointing, runs
     ("03_lora_sft", "LoRA SFT, Llama 3.1 8B", "sft", "llama-3.1-8b", "sft", False, False, 1),
     ("04_neftune", "2 x LoRA SFT, unpacked, a third of the schedule each", "sft", "llama-3.1-8b", "sft", False, False, "2 x steps // 3"),
@@ -256,8 +259,10 @@ def table_spark_times() -> str:
         UTILISATION,
         Throughput,
         _duration,
+        estimate_grpo_time,
         estimate_time,
     )
+    from labhelpers.planning import plan_memory
     from labhelpers.profiles import profile
     from labhelpers.schedules import schedule
 
@@ -282,13 +287,28 @@ def table_spark_times() -> str:
                 f"{_duration(est.low_s * runs)} to {_duration(est.high_s * runs)} ({util[0]:.0%}-{util[1]:.0%} of "
                 f"{SPARK_BF16_FLOPS / 1e12:.0f} TFLOP/s)",
             ))  # fmt: skip
+        grpo, g = schedule(lab, "grpo", verbose=False), lab.grpo  # lab 12: generation, then the updates
+        weights = plan_memory("llama-3.1-8b", batch=1, seq_len=1).weights
+        rate = SPARK_BANDWIDTH / weights  # decoding reads every weight once per step: an upper bound on the rate
+        est = estimate_grpo_time(grpo, "llama-3.1-8b", g, rate, "bandwidth bound", verbose=False,
+                                 throughput=Throughput(SPARK_BF16_FLOPS, UTILISATION["gpu"], SPARK_SOURCE))
+        lines.append(_row(
+            "[12_grpo](../labs/12_grpo.ipynb)", f"GRPO, Llama 3.1 8B, {g.generations} completions per prompt",
+            f"{grpo.steps} x {grpo.per_step}", f"{round(est.update.tokens):,}", f"{est.update.flops:.1e}",
+            f"at least {_duration(est.low_s)}: {est.generation_calls} generation calls x {est.decode_steps} decoding "
+            f"steps at most {rate:.0f} steps/s (the weights, {weights / 1e9:.1f} GB, read once per step at "
+            f"{SPARK_BANDWIDTH / 1e9:.0f} GB/s) + updates {_duration(est.update.low_s)} to "
+            f"{_duration(est.update.high_s)}",
+        ))  # fmt: skip
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    lines += ["", f"Peak: {SPARK_SOURCE}. Utilisation: the range `labhelpers.estimate` assumes (lower for 4-bit)."]
+    lines += ["", f"Peak: {SPARK_SOURCE}. Utilisation: the range `labhelpers.estimate` assumes (lower for 4-bit). "
+              f"GRPO's generation: {SPARK_BANDWIDTH_SOURCE}; a real decode runs below this bound, so the time is a "
+              "floor; lab 12 measures the rate before it trains."]
     return "\n".join(lines)
 
 

@@ -399,7 +399,7 @@ class SampledGroups:
         return [sum(r) / len(r) for r in self.rewards]
 
     def _pairs(self) -> list[tuple[Any, Any]]:
-        return [(p, c) for p, group in zip(self.prompts, self.completions, strict=False) for c in group]
+        return [(p, c) for p, group in zip(self.prompts, self.completions, strict=True) for c in group]
 
     def rescore(self, model: Any, tokenizer: Any, batch_size: int = 16) -> list[list[float]]:
         """Each sample's summed log-prob under ``model`` (the trained policy), grouped like ``logps``."""
@@ -418,7 +418,7 @@ class SampledGroups:
             log_w = [n - o for n, o in zip(new, old, strict=True)]
             top = max(log_w)
             w = [math.exp(x - top) for x in log_w]
-            out.append(sum(a * r for a, r in zip(w, rewards, strict=False)) / sum(w))
+            out.append(sum(a * r for a, r in zip(w, rewards, strict=True)) / sum(w))
         return out
 
     def margins(self, logps: list[list[float]] | None = None) -> list[float]:
@@ -458,12 +458,12 @@ def sample_groups(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], re
     columns = {key: [row[key] for row in rows for _ in range(k)] for key in rows[0] if key != "prompt"}
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     totals = [0.0] * len(texts)
-    for func, weight in zip(reward_funcs, weights, strict=False):
+    for func, weight in zip(reward_funcs, weights, strict=True):
         for i, value in enumerate(func(completions=completions, prompts=prompts, **columns)):
             totals[i] += weight * float(value)
-    scored = _answer_logps(model, tokenizer, list(zip(prompts, texts, strict=False)), None, 16)
+    scored = _answer_logps(model, tokenizer, list(zip(prompts, texts, strict=True)), None, 16)
     group = lambda xs: [list(xs[i * k : (i + 1) * k]) for i in range(len(rows))]  # noqa: E731
     calls = math.ceil(len(prompts) / batch_size)
     return SampledGroups(prompts=[row["prompt"] for row in rows], completions=group(texts), rewards=group(totals),
-                         logps=group([s for s, _ in scored]), lengths=group([n for _, n in scored]), seconds=seconds, decode_steps=calls * max_new_tokens,
-                         rows=min(batch_size, len(prompts)))
+                         logps=group([s for s, _ in scored]), lengths=group([n for _, n in scored]), seconds=seconds,
+                         decode_steps=calls * max_new_tokens, rows=min(batch_size, len(prompts)))

@@ -44,7 +44,7 @@ class GRPOSettings:
     ``steps_per_generation``). The sampler is TRL's: ``temperature``, top_p 1, top_k 0, up to
     ``completion_tokens`` new tokens. ``beta`` weighs the KL penalty to the starting policy (TRL 1.16's default: 0,
     no reference model). The held-out measure samples ``eval_samples`` completions for each of ``eval_prompts``
-    held-out prompts with the same sampler, once, before training (``labhelpers.evaluation.sample_groups``).
+    held-out prompts with the same sampler, before and after training (``labhelpers.evaluation.sample_groups``).
     """
 
     steps: int | None
@@ -105,7 +105,7 @@ class Profile:
     seed: int = 0
     orpo_lambda: float = 0.1  # ORPO's odds-ratio weight (TRL's beta); the paper's value
     orpo_learning_rate: float | None = None  # None: pref_learning_rate
-    grpo: GRPOSettings | None = None  # a GRPO run (labhelpers.training.grpo_config; lab 12, planned)
+    grpo: GRPOSettings | None = None  # a GRPO run (labhelpers.training.grpo_config; lab 12)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -135,6 +135,12 @@ class Profile:
     def output_dir(self) -> Path:
         """Where labs write adapters, GGUF files and results: ``$LABS_OUTPUT_DIR/<profile>``."""
         return outputs_root() / self.name
+
+    def grpo_settings(self) -> GRPOSettings:
+        """``grpo``, or a clear error for a profile without GRPO settings."""
+        if self.grpo is None:
+            raise ValueError(f"profile {self.name!r} has no GRPO settings (Profile.grpo).")
+        return self.grpo
 
     def lab_dir(self, lab: str) -> Path:
         """The output folder of one lab (``"03_lora_sft"`` -> ``outputs/smoke/03_lora_sft``), created."""
@@ -183,13 +189,14 @@ class Profile:
         return line
 
 
-# GRPO (lab 12, not written yet: issue 28). Smoke: one generation call of 32 completions (8 prompts x 4) feeds 4 steps
-# of 8, at 4e-3: what fits a 90 s lab on 2 cores; bench/README.md shows its held-out effect is not yet separated from a
-# shuffled-reward null on every seed. Full: 8 completions per prompt, LoRA at 2e-5, as in Hugging Face's LLM course,
-# chapter 12.5 (huggingface.co/course/chapter12/5: num_generations 8, learning_rate 2e-5), one epoch over the 1,000
-# prompts; 64 new tokens cover this task's answers (21-37 tokens on the embedded model's tokenizer). Not run on a Spark.
+# GRPO (lab 12). Smoke: one generation call of 32 completions (8 prompts x 4) feeds 4 steps of 8, and 8 held-out
+# prompts x 4 samples before and after: what fits a 90 s lab on 2 cores. 3e-4: at 4e-3 (and 1e-3) the next
+# generation call's format reward fell (bench/README.md, GRPO section). Full: 8 completions per prompt, LoRA at
+# 2e-5, as in Hugging Face's LLM course, chapter 12.5 (huggingface.co/course/chapter12/5: num_generations 8,
+# learning_rate 2e-5), one epoch over the 1,000 prompts; 64 new tokens cover this task's answers (21-37 tokens on
+# the embedded model's tokenizer). Not run on a Spark.
 GRPO_SMOKE = GRPOSettings(steps=4, epochs=None, prompts_per_step=2, generations=4, completion_tokens=40,
-                          learning_rate=4e-3, eval_prompts=16, eval_samples=4, steps_per_generation=4)
+                          learning_rate=3e-4, eval_prompts=8, eval_samples=4, steps_per_generation=4)
 GRPO_FULL = GRPOSettings(steps=None, epochs=1, prompts_per_step=2, generations=8, completion_tokens=64,
                          learning_rate=2e-5, eval_prompts=100, eval_samples=8)
 

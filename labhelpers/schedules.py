@@ -121,9 +121,7 @@ def _grpo_schedule(lab: Profile, rows: Any, tokenizer: Any) -> Schedule:
     a completion that stops early is shorter)."""
     from .evaluation import _split_row, chat_tokens
 
-    g = lab.grpo
-    if g is None:
-        raise ValueError(f"profile {lab.name!r} has no GRPO settings (Profile.grpo).")
+    g = lab.grpo_settings()
     prompts = [sum(1 for m in chat_tokens(tokenizer, *_split_row(row, i))[1] if m == 0) for i, row in enumerate(rows)]
     tokens = sum(g.generations * (n + g.completion_tokens) for n in prompts)
     if g.steps is None and g.epochs is None:

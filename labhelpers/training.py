@@ -41,7 +41,7 @@ def _steps(lab: Profile, kind: str) -> int:
 
     A caller's ``max_steps`` still wins (``_merge``); checkpoints are spaced on the profile's run.
     """
-    fixed = lab.sft_steps if kind == "sft" else _grpo(lab).steps if kind == "grpo" else lab.pref_steps
+    fixed = lab.sft_steps if kind == "sft" else lab.grpo_settings().steps if kind == "grpo" else lab.pref_steps
     if fixed is not None:
         return fixed
     from .schedules import schedule
@@ -209,7 +209,7 @@ def grpo_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) -
     from trl import GRPOConfig
 
     lab = _lab(lab)
-    g = _grpo(lab)
+    g = lab.grpo_settings()
     base = _common(lab, output_dir, _steps(lab, "grpo"), g.learning_rate, g.completions_per_step)
     del base["max_length"], base["per_device_eval_batch_size"]  # GRPO: prompts are whole, completions capped below
     base.update(num_generations=g.generations, max_completion_length=g.completion_tokens, temperature=g.temperature,
@@ -218,12 +218,6 @@ def grpo_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) -
     if lab.is_smoke:
         base["warmup_steps"] = 0  # 8 steps: a warmup step would be a step that learns little
     return GRPOConfig(**_merge(base, overrides))
-
-
-def _grpo(lab: Profile) -> Any:
-    if lab.grpo is None:
-        raise ValueError(f"profile {lab.name!r} has no GRPO settings (Profile.grpo).")
-    return lab.grpo
 
 
 def lab03_adapter(lab: Profile | None, out_dir: str | Path, quick: bool = True) -> Path:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: the seven training labs' trainers (03-09) with the full profile's settings, memory plans and time
+# The GPU check: the eight training labs' trainers (03-09, 12) with the full profile's settings, memory plans and time
 # estimates against measurements, on a CUDA machine, in under 8 minutes. Made for the lent GPU machine: no
 # network, 64 MiB of files per command, torch/transformers/peft/accelerate there but no trl or datasets.
 #

@@ -133,9 +133,8 @@ def lab09_kto(prof: Any, out: Path, steps: int) -> LabRun:
 
 
 def lab12_grpo(prof: Any, out: Path, steps: int) -> LabRun:
-    """GRPO (lab 12, not written yet: issue 28) on the SFT prompts with two checkable rewards (format, right lab),
-    on the profile's model with a fresh LoRA. Not in ``BUILDERS``: ``bench/gpu_check.py`` does not train it yet.
-    """
+    """GRPO (lab 12) on the SFT prompts with two checkable rewards (format, right lab), on the profile's model with
+    a fresh LoRA (lab 12 starts from lab 03's merged adapter; the trainer's shape is the same)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
@@ -166,4 +165,5 @@ BUILDERS = {  # lab -> builder(prof, out, steps)
     "05_qlora": lab05_qlora,
     **{name: (lambda prof, out, steps, _n=name: lab_preference(_n, prof, out, steps)) for name in PREFERENCE_LABS},
     "09_kto": lab09_kto,
+    "12_grpo": lab12_grpo,
 }

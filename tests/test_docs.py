@@ -39,6 +39,7 @@ NEEDS = re.compile(r"^#\s*needs:\s*(\S+)")
 LABS = [
     "00_environment_check", "01_lora_from_scratch", "02_dataset_preparation", "03_lora_sft", "04_neftune",
     "05_qlora_70b", "06_dpo", "07_simpo", "08_orpo", "09_kto", "10_deploy_to_ollama", "11_two_sparks",
+    "12_grpo",
 ]  # fmt: skip
 
 

@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 WHEELS = ROOT / "scripts" / "gpu_wheels.sh"
-LABS = ("lab03_lora_sft", "lab04_neftune", "lab05_qlora", "lab06_dpo", "lab07_simpo", "lab08_orpo", "lab09_kto")
+LABS = ("lab03_lora_sft", "lab04_neftune", "lab05_qlora", "lab06_dpo", "lab07_simpo", "lab08_orpo", "lab09_kto", "lab12_grpo")
 
 
 def _check_module():
@@ -41,13 +41,13 @@ def test_dry_run_lists_every_item_with_its_guard_the_wheels_and_the_sizes_within
     done = _run("--dry-run", "--out", str(out))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert "13 items on cuda" in lines[0] and "budget 480 s" in lines[0]
-    items = [line.split()[1] for line in lines[1:14]]
+    assert "14 items on cuda" in lines[0] and "budget 480 s" in lines[0]
+    items = [line.split()[1] for line in lines[1:15]]
     assert items[:6] == ["environment", "bitsandbytes", "model_defaults", "throughput", "memory_lora_8b",
                          "memory_qlora_8b"]
     assert tuple(items[6:]) == LABS
     assert "skipped: bitsandbytes not available when absent" in lines[9]  # lab 05
-    assert lines[14].startswith(("wheels in", "wheels: none")) and "64 MiB" in lines[15]
+    assert lines[15].startswith(("wheels in", "wheels: none")) and "64 MiB" in lines[16]
     assert not out.exists()  # a dry run writes nothing
 
 

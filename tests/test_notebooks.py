@@ -366,7 +366,7 @@ def test_relative_links_resolve(path):
             assert (path.parent / target).exists(), f"{path.name}: broken link {target}"
 
 
-TRAINING_LABS = [p for p in NOTEBOOKS if p.name[:2] in ("03", "04", "05", "06", "07", "08", "09")]
+TRAINING_LABS = [p for p in NOTEBOOKS if p.name[:2] in ("03", "04", "05", "06", "07", "08", "09", "12")]
 # a duration typed into prose ("10-15 minutes", "half an hour", "about 2 hours"); computed ones live in code
 QUOTED_DURATION = re.compile(r"\b(\d+(\.\d+)?(\s*-\s*\d+)?\s+(seconds?|minutes?|hours?)|(an?|half an?|one|two|several|a few)"
                              r"\s+(seconds|minutes?|hours?))\b", re.I)  # not "a second model"
@@ -375,7 +375,7 @@ QUOTED_DURATION = re.compile(r"\b(\d+(\.\d+)?(\s*-\s*\d+)?\s+(seconds?|minutes?|
 @pytest.mark.parametrize("path", TRAINING_LABS, ids=lambda p: p.stem)
 def test_training_labs_print_a_computed_estimate_before_training_and_the_measured_time_after(path):
     code = _code(path)
-    estimate = code.find("estimate_time(")
+    estimate = max(code.find("estimate_time("), code.find("estimate_grpo_time("))  # GRPO: generation + updates
     assert estimate >= 0, f"{path.name}: no lh.estimate_time(...) before training"
     first_train = min(i for i in (code.find("train(trainer"), code.find("training.train(")) if i >= 0)
     assert estimate < first_train, f"{path.name}: the estimate comes after training starts"

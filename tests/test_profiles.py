@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from labhelpers.profiles import LLAMA_8B, LLAMA_70B, ProfileError, outputs_root, profile, resolve_model
@@ -135,3 +137,9 @@ def test_grpo_presets_sample_groups_of_completions_per_step(lab, monkeypatch):
         g.steps, g.steps_per_generation, 0.0, 1.0)
     assert args.disable_dropout and not args.activation_checkpointing and args.top_k == 0
     assert grpo_config(lab, "/tmp/unused-grpo", max_steps=2).max_steps == 2
+
+
+def test_a_profile_without_grpo_settings_says_so():
+    lab = dataclasses.replace(profile(verbose=False), grpo=None)
+    with pytest.raises(ValueError, match="has no GRPO settings"):
+        lab.grpo_settings()

@@ -1,6 +1,6 @@
 """Open labs in JupyterLab in headless Chromium, run them as a learner does, and check what is shown.
 
-    python tests/browser/jupyterlab_check.py            # labs 00 and 03, screenshots to outputs/<profile>/
+    python tests/browser/jupyterlab_check.py            # labs 00, 03 and 12, screenshots to outputs/<profile>/
     python tests/browser/jupyterlab_check.py --labs 00  # one lab
 
 JupyterLab starts from this Python environment on a free 127.0.0.1 port with a random token, serving
@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-LABS = {"00": ("00_environment_check", False), "03": ("03_lora_sft", True)}  # number: (notebook, trains?)
+LABS = {"00": ("00_environment_check", False), "03": ("03_lora_sft", True), "12": ("12_grpo", True)}  # number: (notebook, trains?)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # Seconds one lab may take from Run All Cells to idle: lab 03 needs about 100 s on 2 idle cores.
