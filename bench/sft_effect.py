@@ -11,9 +11,12 @@ full shape, 4 packed rows of 1,024 tokens per step, takes about half an hour on 
     LABS_PROFILE=full LABS_MODEL=embedded python bench/sft_effect.py --seeds 0 --neftune-steps 0 \
         --lr 2e-4 --scheduler constant_with_warmup --rows 500 --micro-batch 1 --show 3
 
-``--rows``, ``--lr``, ``--scheduler``, ``--epochs``, ``--micro-batch`` override the profile's values (the steps
-follow from them through ``lh.schedule``, as in the lab); ``--micro-batch`` is the profile's ``sft_micro_batch``,
-packed rows per forward pass (the rest of a step's rows by gradient accumulation: the same optimizer steps).
+``--rows``, ``--lr``, ``--scheduler``, ``--epochs``, ``--batch``, ``--micro-batch`` override the profile's values
+(the steps follow from them through ``lh.schedule``, as in the lab); ``--batch`` is packed rows per optimizer step
+(the profile's ``batch_size``), ``--micro-batch`` the profile's ``sft_micro_batch``, packed rows per forward pass
+(the rest of a step's rows by gradient accumulation: the same optimizer steps). ``--eval-every N`` also answers
+the held-out prompts every N steps of the same run (format rate and lab accuracy as training goes: one run, a
+curve, in the JSON's ``curve``).
 
 - **lab 03**: LoRA SFT as the lab trains it (``training.sft_config``: packed, the profile's steps).
 - **lab 04**: the same recipe unpacked (NEFTune's noise bound depends on the sequence length), for
@@ -33,6 +36,34 @@ import time
 from pathlib import Path
 
 
+class _Curve:
+    """A TrainerCallback (duck-typed) that answers the held-out prompts every ``every`` steps, in eval mode."""
+
+    def __init__(self, every: int, tokenizer, prompts, expected, lab, out: list) -> None:
+        self.every, self.tokenizer, self.prompts, self.expected, self.lab, self.out = (
+            every, tokenizer, prompts, expected, lab, out)
+
+    def __getattr__(self, name: str):  # every other TrainerCallback event: nothing to do
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs) -> None:
+        if state.global_step % self.every and state.global_step != state.max_steps:
+            return
+        import labhelpers as lh
+        from labhelpers import task
+
+        was_training = model.training
+        answers = lh.generate(model, self.tokenizer, self.prompts, max_new_tokens=self.lab.eval_max_new_tokens)
+        model.train(was_training)
+        metrics = task.task_metrics(answers, self.expected)
+        self.out.append({"step": state.global_step, "epoch": round(state.epoch or 0, 2),
+                         "format_rate": metrics["format_rate"], "lab_accuracy": metrics["lab_accuracy"]})
+        print(f"  step {state.global_step}/{state.max_steps} (epoch {state.epoch:.2f}): format "
+              f"{metrics['format_rate']:.3f}, lab accuracy {metrics['lab_accuracy']:.3f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -46,6 +77,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=None, help="full profile: SFT epochs; default: the profile's")
     parser.add_argument("--micro-batch", type=int, default=None,
                         help="rows per forward pass; the rest of each step's rows by gradient accumulation")
+    parser.add_argument("--batch", type=int, default=None, help="packed rows per optimizer step; default: the profile's")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="also measure format rate and lab accuracy every this many steps (one run, a curve)")
     parser.add_argument("--show", type=int, default=0, help="print this many held-out answers per run")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -61,6 +95,8 @@ def main() -> None:
                                  ("sft_epochs", args.epochs)) if v is not None}  # fmt: skip
     if args.micro_batch:
         changes["sft_micro_batch"] = args.micro_batch
+    if args.batch:
+        changes["batch_size"] = args.batch
     base = lh.with_overrides(base, **changes)
     base.sft_accum  # noqa: B018 (refuses a micro-batch that does not divide the batch)
     print(base.summary(), flush=True)
@@ -74,10 +110,13 @@ def main() -> None:
 
     def one(name: str, seed: int, **overrides) -> None:
         lab = lh.with_overrides(base, seed=seed)
+        curve: list[dict] = []
         trainer = SFTTrainer(model=lh.load_model(for_training=True),
                              args=training.sft_config(lab, work / name, save_strategy="no", **overrides),
                              train_dataset=train_rows, processing_class=tokenizer,
-                             peft_config=training.lora_config(lab))
+                             peft_config=training.lora_config(lab),
+                             callbacks=[_Curve(args.eval_every, tokenizer, prompts, expected, lab, curve)]
+                             if args.eval_every else None)
         t0 = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - t0
@@ -88,7 +127,7 @@ def main() -> None:
         run = {"run": name, "seed": seed, "steps": trainer.args.max_steps, "train_s": round(train_s, 1),
                "learning_rate": lab.learning_rate, "lr_scheduler": lab.lr_scheduler, "rows": lab.sft_train_rows,
                "rows_per_step": lab.batch_size * lab.grad_accum, "rows_per_forward": lab.sft_forward_rows,
-               "max_length": lab.max_length,
+               "max_length": lab.max_length, "curve": curve,
                "train_loss_first_last": [losses[0], losses[-1]] if losses else None,
                "heldout_loss": evaluation.heldout_loss(trainer.model, tokenizer, heldout, max_length=lab.max_length),
                **task.task_metrics(answers, expected)}
