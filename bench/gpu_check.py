@@ -313,7 +313,7 @@ def _memory_item(ctx: Context, method: str) -> dict[str, Any]:
            "measured_s": round(seconds, 2), "estimate_s": [round(est.low_s, 2), round(est.high_s, 2)],
            "estimate": est.versus(seconds)}
     if not ctx.on_gpu:
-        out["note"] = "CPU: peak is the process RSS; plan and estimate are reported, judged on CUDA only"
+        out["note"] = "CPU: peak is the RSS at entry + malloc's growth; plan and estimate are reported, judged on CUDA only"
     if problems:
         out["problems"] = problems
     return out

@@ -37,6 +37,7 @@ import tomllib
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 SNAPSHOT = DOCS / "smoke_run.json"
+FULL_RUN = DOCS / "full_cpu_run.json"  # the full profile on the embedded model, on a CPU (issue #24)
 SPARK_BYTES = 128e9  # DGX Spark: 128 GB unified memory (NVIDIA DGX Spark datasheet)
 HEADROOM = 0.9  # labhelpers.preflight's default: plan must stay under 90 % of the memory
 LAB_STEMS = [
@@ -128,7 +129,7 @@ def table_ranks() -> str:
 
     for r in (8, 16, 32, 64):
         alpha = lora_config(None, r=r).lora_alpha
-        p8 = plan_memory("llama-3.1-8b", method="lora", batch=4, seq_len=1024, rank=r)
+        p8 = plan_memory("llama-3.1-8b", method="lora", batch=1, seq_len=1024, rank=r)
         p70 = plan_memory("llama-3.1-70b", method="qlora", batch=1, seq_len=1024, rank=r, gradient_checkpointing=True)
         lines.append(_row(
             r, alpha, f"{alpha / r:g}", f"{p8.trainable_params / 1e6:,.1f} M", f"{100 * p8.trainable_params / p8.n_params:.2f} %",
@@ -353,6 +354,44 @@ def snapshot(run_summary: Path) -> dict:
     return snap
 
 
+# Lines the labs print with a plan or an estimate beside what was measured (lh.plan_memory vs the peak, estimate.versus)
+_MEASURED_LINE = re.compile(r"^(plan [\d.]+ GB vs measured .*|measured .*the estimate.*)$", re.M)
+
+
+def full_run(summaries: list[Path]) -> dict:
+    """Merge runner summaries of full-profile runs (one lab each, run one at a time) into docs/full_cpu_run.json:
+    per lab its status, Self-check line or failure, the result row it saved (``results.jsonl`` beside the summary)
+    and the lines its executed notebook printed with a plan or an estimate next to the measured value."""
+    labs, models = [], set()
+    for path in summaries:
+        data = json.loads(path.read_text())
+        if data.get("profile") != "full" or not data.get("labs"):
+            raise SystemExit(f"{path}: not a labhelpers.runner summary of a full-profile run.")
+        models.add(data["model"])
+        results = path.parent / "results.jsonl"
+        saved = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
+        for r in data["labs"]:
+            executed = path.parent / "executed" / f"{r['lab']}.ipynb"
+            printed = ""
+            if executed.is_file():
+                cells = json.loads(executed.read_text())["cells"]
+                printed = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
+            labs.append({
+                "lab": r["lab"], "status": r["status"], "wall_s": r["wall_s"], "peak_rss_gb": r.get("peak_rss_gb"),
+                "self_check": r.get("self_check"), "error": r.get("error"), "finished": data.get("finished"),
+                "measured": _MEASURED_LINE.findall(printed), "results": saved,
+            })  # fmt: skip
+    snap = {
+        "command": "LABS_PROFILE=full LABS_MODEL=embedded python -m labhelpers.runner --labs NN (one lab at a time)",
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, nothing else running",
+        "profile": "full",
+        "model": ", ".join(sorted(models)),
+        "labs": labs,
+    }
+    FULL_RUN.write_text(json.dumps(snap, indent=2) + "\n")
+    return snap
+
+
 def _pattern(name: str) -> re.Pattern:
     return re.compile(rf"(<!-- table:{re.escape(name)} -->\n)(.*?)(<!-- /table:{re.escape(name)} -->)", re.S)
 
@@ -382,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report stale tables (exit 1 if any)")
     parser.add_argument("--run-summary", type=Path, help="snapshot this labhelpers.runner summary first")
+    parser.add_argument("--full-run", type=Path, nargs="+",
+                        help="write docs/full_cpu_run.json from these full-profile runner summaries, then stop")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.check:
@@ -390,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stale tables in {', '.join(stale)}: run `python docs/make_tables.py`")
             return 1
         print("docs tables are up to date")
+        return 0
+    if args.full_run:
+        snap = full_run(args.full_run)
+        print(f"{len(snap['labs'])} full-profile lab run(s) written to {FULL_RUN.relative_to(ROOT)}")
         return 0
     if args.run_summary:
         snap = snapshot(args.run_summary)

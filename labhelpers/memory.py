@@ -11,12 +11,13 @@ matters; "GB" here is always 10**9 bytes. Predicting memory before loading anyth
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import os
 import platform
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -158,6 +159,37 @@ def _release_freed_heap() -> None:
         pass
 
 
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc >= 2.33): ten ``size_t`` counters."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _malloc_counter() -> Callable[[], int] | None:
+    """A function returning the bytes malloc has handed out and not taken back (glibc's ``mallinfo2``:
+    ``uordblks`` in its arenas + ``hblkhd`` in mmapped blocks), or None where the C library has no ``mallinfo2``.
+
+    The CPU counterpart of ``torch.cuda.memory_allocated``: torch's CPU tensors come from malloc, and the bytes
+    it has freed but keeps for reuse (counted in the RSS) are not in it.
+    """
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        info = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    info.restype = _MallInfo2
+    info.argtypes = []
+
+    def allocated() -> int:
+        m = info()
+        return int(m.uordblks + m.hblkhd)
+
+    return allocated
+
+
 def _reset_hwm() -> bool:
     """Reset the kernel's peak-RSS counter (Linux >= 4.0); False where not allowed."""
     try:
@@ -170,7 +202,11 @@ def _reset_hwm() -> bool:
 
 @dataclass
 class MemoryTracker:
-    """What ``track_memory`` measured, in bytes: before, peak and delta (= peak - before)."""
+    """What ``track_memory`` measured, in bytes: before, peak and delta (= peak - before).
+
+    ``rss_peak`` (CPU): the process's resident-memory peak, which also holds what the C library freed and keeps
+    for reuse; ``peak`` leaves that out where the C library can say how much it has handed out (glibc).
+    """
 
     label: str
     device: str
@@ -179,6 +215,7 @@ class MemoryTracker:
     after: int = 0
     device_total: int = 0
     method: str = ""
+    rss_peak: int = 0
 
     @property
     def delta(self) -> int:
@@ -192,9 +229,13 @@ class MemoryTracker:
         return {**asdict(self), "delta": self.delta, "percent": self.percent}
 
     def __str__(self) -> str:
-        return (f"[{self.label}] memory before: {self.before / GB:.2f} GB, peak: {self.peak / GB:.2f} GB, "
+        line = (f"[{self.label}] memory before: {self.before / GB:.2f} GB, peak: {self.peak / GB:.2f} GB, "
                 f"delta: {self.delta / GB:.2f} GB, {self.percent:.1f} % of device "
                 f"({self.device_total / GB:.1f} GB, {self.method})")
+        if self.rss_peak > self.peak:
+            line += (f"\n  resident peak {self.rss_peak / GB:.2f} GB: the C library kept "
+                     f"{(self.rss_peak - self.peak) / GB:.2f} GB of freed memory for reuse")
+        return line
 
 
 @contextlib.contextmanager
@@ -202,10 +243,15 @@ def track_memory(label: str = "training", device: str | None = None, verbose: bo
                  interval: float = 0.02) -> Iterator[MemoryTracker]:
     """Measure the peak memory of a block; prints Unsloth-style bookends (before, peak, delta, % of device).
 
-    CUDA: torch's ``max_memory_allocated`` after ``reset_peak_memory_stats``. CPU: the process RSS peak,
-    from the kernel's high-water mark reset at entry (``/proc/self/clear_refs``) and a background sampler
-    every ``interval`` s (``ru_maxrss`` cannot be reset, so it cannot measure one block), after glibc has
-    returned the memory earlier code freed (so the block's own allocations show as growth).
+    CUDA: torch's ``max_memory_allocated`` after ``reset_peak_memory_stats`` (what the caching allocator keeps
+    free is not in it). CPU, the same measure: the RSS at entry plus the largest growth of the bytes malloc has
+    handed out (glibc's ``mallinfo2``), read by a background sampler every ``interval`` s, plus any rise of the
+    kernel's high-water mark above every sampled RSS (memory used and freed between two samples). Beside it,
+    ``rss_peak``: the process RSS peak, from the kernel's high-water mark reset at entry
+    (``/proc/self/clear_refs``; ``ru_maxrss`` cannot be reset) and the sampler, after glibc has returned the
+    memory earlier code freed. glibc keeps blocks it freed for reuse (bench/README.md: on lab 05's Qwen2 copy
+    about 0.2 GB of freed activations, 20-25 % of the growth), so the RSS peak depends on the C library as
+    well as on the work; where ``mallinfo2`` is missing (not glibc), ``peak`` is the RSS peak.
     """
     import torch
 
@@ -224,12 +270,17 @@ def track_memory(label: str = "training", device: str | None = None, verbose: bo
         tracker.before = _rss()
         tracker.device_total = _meminfo().get("MemTotal", 0)
         hwm = _reset_hwm()
-        tracker.method = "process RSS (kernel high-water mark + sampler)" if hwm else "process RSS (sampler)"
+        allocated = _malloc_counter()
+        tracker.method = ("RSS at entry + malloc's allocated bytes (sampler)" if allocated else
+                          "process RSS (kernel high-water mark + sampler)" if hwm else "process RSS (sampler)")
         samples = [tracker.before]
+        allocs = [allocated()] if allocated else []
 
         def sample() -> None:
             while not stop.wait(interval):
                 samples.append(_rss())
+                if allocated:
+                    allocs.append(allocated())
 
         sampler = threading.Thread(target=sample, name="track_memory", daemon=True)
         sampler.start()
@@ -244,8 +295,14 @@ def track_memory(label: str = "training", device: str | None = None, verbose: bo
             stop.set()
             sampler.join()
             tracker.after = _rss()
-            peaks = samples + [tracker.after] + ([_read_hwm() or 0] if hwm else [])
-            tracker.peak = max(peaks)
+            sampled = max(samples + [tracker.after])
+            tracker.rss_peak = max(sampled, (_read_hwm() or 0) if hwm else 0)
+            if allocated:
+                allocs.append(allocated())
+                # + what the kernel saw above every sample: pages touched and freed between two samples
+                tracker.peak = tracker.before + max(0, max(allocs) - allocs[0]) + tracker.rss_peak - sampled
+            else:
+                tracker.peak = tracker.rss_peak
         if verbose:
             print(tracker)
 

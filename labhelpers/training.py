@@ -63,7 +63,7 @@ def _common(lab: Profile, output_dir: str | Path, steps: int, lr: float, batch: 
         per_device_eval_batch_size=batch,
         gradient_accumulation_steps=lab.grad_accum if accum is None else accum,
         learning_rate=lr,
-        lr_scheduler_type=lab.lr_scheduler,  # smoke: constant (few steps); full: linear decay
+        lr_scheduler_type=lab.lr_scheduler,  # constant after the warmup (profiles.py says why)
         warmup_steps=lab.warmup_ratio,  # transformers 5: a float < 1 is a ratio of max_steps (warmup_ratio is gone)
         max_grad_norm=1.0,  # the FAQ's first defence against NaN loss (gradient explosion)
         logging_nan_inf_filter=False,  # log a NaN loss as NaN (default: hidden) so NanGuardCallback sees it
@@ -400,7 +400,8 @@ def train(trainer: Any, resume: bool = True, label: str = "training") -> TrainSu
     Resumes only an unfinished run with the same ``max_steps`` and batch size (``resume_point``); a
     finished or different run's checkpoints are removed first, so re-running a lab cell trains again.
     Adds a ``ThroughputCallback`` and a ``NanGuardCallback`` if the trainer has none, and wraps the run
-    in ``labhelpers.memory.track_memory`` (torch's peak allocation on a GPU, the process RSS peak on a CPU).
+    in ``labhelpers.memory.track_memory`` (torch's peak allocation on a GPU; on a CPU the RSS at entry plus
+    malloc's peak growth).
     """
     meter = _find(trainer, ThroughputCallback) or ThroughputCallback()
     guard = _find(trainer, NanGuardCallback) or NanGuardCallback()

@@ -278,11 +278,11 @@ def test_profile_values_quoted_in_the_docs_are_the_full_profiles():
     from labhelpers import profiles
 
     full = profiles._FULL
-    assert float("2e-4") == full["learning_rate"] and float("5e-6") == full["pref_learning_rate"]
+    assert float("2e-4") == full["learning_rate"] and float("5e-4") == full["pref_learning_rate"]
     assert full["lora_rank"] == 16
     for name in ("FAQ.md", "TROUBLESHOOTING.md"):
         text = (DOCS / name).read_text()
-        assert "2e-4" in text and "5e-6" in text, name
+        assert "2e-4" in text and "5e-4" in text, name
 
 
 # ----------------------------------------------------------------------------------------- what is taught
@@ -602,6 +602,51 @@ def test_make_tables_snapshot_keeps_only_measured_fields(tmp_path, monkeypatch):
     bad.write_text("{}")
     with pytest.raises(SystemExit, match="not a labhelpers.runner summary"):
         make_tables.snapshot(bad)
+
+
+def test_make_tables_full_run_merges_full_profile_summaries(tmp_path, monkeypatch):
+    make_tables = _make_tables()
+    runs = []
+    for lab, line in (("03_lora_sft", "Self-check passed: held-out loss 4.6 -> 2.1"), ("06_dpo", "Self-check passed")):
+        folder = tmp_path / lab
+        (folder / "executed").mkdir(parents=True)
+        (folder / "run_summary.json").write_text(json.dumps({"profile": "full", "model": "embedded", "labs": [
+            {"lab": lab, "status": "ok", "wall_s": 9.0, "peak_rss_gb": 6.1, "error": "", "self_check": line}]}))
+        (folder / "results.jsonl").write_text(json.dumps({"method": lab, "steps": 150}) + "\n")
+        printed = "plan 3.990 GB vs measured peak 4.087 GB: plan is -2% off\nsomething else\n"
+        (folder / "executed" / f"{lab}.ipynb").write_text(json.dumps({"cells": [
+            {"cell_type": "code", "outputs": [{"name": "stdout", "text": [printed]}]}]}))
+        runs.append(folder / "run_summary.json")
+    monkeypatch.setattr(make_tables, "FULL_RUN", tmp_path / "full_cpu_run.json")
+    snap = make_tables.full_run(runs)
+    assert [r["lab"] for r in snap["labs"]] == ["03_lora_sft", "06_dpo"] and snap["model"] == "embedded"
+    first = snap["labs"][0]
+    assert first["self_check"].startswith("Self-check passed: held-out loss") and first["results"][0]["steps"] == 150
+    assert first["measured"] == ["plan 3.990 GB vs measured peak 4.087 GB: plan is -2% off"]
+    assert json.loads((tmp_path / "full_cpu_run.json").read_text()) == snap
+    smoke = tmp_path / "smoke.json"
+    smoke.write_text(json.dumps({"profile": "smoke", "model": "embedded", "labs": []}))
+    with pytest.raises(SystemExit, match="not a labhelpers.runner summary of a full-profile run"):
+        make_tables.full_run([smoke])
+
+
+def test_the_full_cpu_run_holds_labs_03_and_06_with_plan_and_estimate_beside_the_measured():
+    """docs/full_cpu_run.json (issue #24): the full profile's labs 03 and 06 on the embedded model. Lab 06 passed;
+    lab 03 failed on lab accuracy alone (bench/README.md: out of a 135M model's reach), its format and loss checks
+    passed; each printed its time estimate beside the measured time, lab 03 its memory plan inside lab 05's window."""
+    snap = json.loads((DOCS / "full_cpu_run.json").read_text())
+    rows = {r["lab"]: r for r in snap["labs"]}
+    assert snap["profile"] == "full" and snap["model"] == "embedded"
+    assert rows["06_dpo"]["status"] == "ok" and rows["06_dpo"]["self_check"].startswith("Self-check passed")
+    lab03 = rows["03_lora_sft"]
+    assert lab03["status"] == "ok" or "AssertionError: lab accuracy" in lab03["error"], lab03["error"]
+    saved = next(r for r in lab03["results"] if r["method"] == "lora_sft")
+    assert saved["format_rate_after"] >= 0.5 and saved["heldout_loss_after"] <= 0.8 * saved["heldout_loss_before"]
+    for lab in ("03_lora_sft", "06_dpo"):
+        assert any("the estimate" in line for line in rows[lab]["measured"]), rows[lab]["measured"]
+    plan = next(line for line in lab03["measured"] if line.startswith("plan "))
+    error = int(re.search(r"plan is ([+-]\d+)% off", plan).group(1))
+    assert -20 <= error <= 40, plan  # lab 05's window
 
 
 def test_troubleshooting_quotes_the_hub_and_converter_errors(monkeypatch):

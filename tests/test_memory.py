@@ -486,6 +486,45 @@ def test_track_memory_sees_a_200_mb_allocation(capsys):
     assert "memory before:" in out and "peak:" in out and "delta:" in out and "% of device" in out
 
 
+def test_track_memory_leaves_out_freed_memory_the_c_library_keeps():
+    """A block that frees every other chunk and then allocates chunks too big for the holes: the RSS keeps the
+    holes, the bytes in use do not. ``peak`` is the in-use measure (as CUDA's ``max_memory_allocated``),
+    ``rss_peak`` the resident one; with the RSS as ``peak`` (the measure before issue #24) this fails."""
+    import ctypes
+    import ctypes.util
+    import time
+
+    from labhelpers import memory
+
+    if memory._malloc_counter() is None:
+        pytest.skip("the C library has no mallinfo2 (not glibc >= 2.33): peak is the RSS peak there")
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+
+    def chunks(n: int, size: int) -> list[int]:
+        out = [libc.malloc(size) for _ in range(n)]
+        for p in out:
+            libc.memset(p, 1, size)  # resident
+        return out
+
+    gc.collect()
+    small, large = 64 << 10, 96 << 10  # both under glibc's smallest mmap threshold (128 KB): heap chunks
+    with track_memory("holes", device="cpu", verbose=False) as tracked:
+        first = chunks(1600, small)  # 100 MB
+        for p in first[::2]:
+            libc.free(p)  # 50 MB of 64 KB holes: resident, free, too small for what comes next
+        second = chunks(530, large)  # 50 MB more in use, in new pages
+        time.sleep(0.3)
+    for p in first[1::2] + second:
+        libc.free(p)
+    in_use, resident = tracked.peak - tracked.before, tracked.rss_peak - tracked.before
+    assert 80e6 <= in_use <= 125e6, (in_use, resident)
+    assert resident - in_use >= 30e6, (in_use, resident)
+    assert "malloc" in tracked.method
+
+
 def test_plot_memory_returns_axes():
     import matplotlib
 

@@ -31,7 +31,7 @@ def test_full_profile_uses_llama_8b_and_70b(monkeypatch):
     assert 1 <= lab.sft_epochs <= 3 and 1 <= lab.pref_epochs <= 3
     assert "2 epochs" in lab.summary() and "steps computed from the data" in lab.summary()
     # ORPO keeps the paper's lambda and the shared rate here; the smoke profile's own settings are printed too
-    assert (lab.orpo_lambda, lab.orpo_learning_rate) == (0.1, None) and "ORPO 5e-06, lambda 0.1" in lab.summary()
+    assert (lab.orpo_lambda, lab.orpo_learning_rate) == (0.1, None) and "ORPO 0.0005, lambda 0.1" in lab.summary()
     monkeypatch.setenv("LABS_PROFILE", "smoke")
     assert "ORPO 0.001, lambda 10" in profile(verbose=False).summary()
 

@@ -68,13 +68,14 @@ def test_presets_follow_the_full_profile(monkeypatch, tmp_path):
     full = profile(verbose=False)
     sft, dpo = T.sft_config(full, tmp_path), T.dpo_config(full, tmp_path)
     sft_steps = schedule(full, "sft", verbose=False).steps
-    # 4 packed rows per step, one per forward pass (a pass's rows are one sequence: its attention mask grows with L^2)
+    # one packed row per step (a pass's rows are one sequence: its attention mask grows with L^2)
     assert (sft.max_steps, sft.per_device_train_batch_size, sft.gradient_accumulation_steps, sft.max_length) == (
-        sft_steps, 1, 4, 1024)  # fmt: skip
+        sft_steps, 1, 1, 1024)  # fmt: skip
     assert sft.learning_rate == 2e-4 and sft.logging_steps == 5
+    assert str(getattr(sft.lr_scheduler_type, "value", sft.lr_scheduler_type)) == "constant_with_warmup"
     # at least 5 checkpoints per run (more on a short one: they stay on logged steps), each on a logged step
     assert sft_steps // sft.save_steps >= 5 and sft.save_steps % 5 == 0, (sft_steps, sft.save_steps)
-    assert (dpo.max_steps, dpo.learning_rate, dpo.beta) == (125, 5e-6, 0.1)  # 500 pairs, 1 epoch, batch 4
+    assert (dpo.max_steps, dpo.learning_rate, dpo.beta) == (125, 5e-4, 0.1)  # 500 pairs, 1 epoch, batch 4
 
 
 def test_an_override_changes_only_what_follows_from_it(lab, tmp_path):
