@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
     """Labs the browser check runs through JupyterLab are not run again by nbval in the same session.
 
     The browser check asserts what nbval does for them (no error output) and more: no stderr line that
-    labhelpers.quiet does not explain, the self-check line, widgets, plots. Only when it is collected
+    labhelpers.messages does not explain, the self-check line, widgets, plots. Only when it is collected
     and can run here; otherwise (no Chromium, `-m 'not browser'`, `pytest labs/03_lora_sft.ipynb`) nbval
     runs them.
     """
@@ -57,7 +57,8 @@ def pytest_collection_modifyitems(config, items):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     moved = config.stash.get(_MOVED, None)
     if moved:
-        terminalreporter.write_line(f"nbval: {', '.join(moved)} left to the browser check (tests/browser), not run twice")
+        terminalreporter.write_line(
+            f"nbval: {', '.join(moved)} left to the browser check (tests/browser), not run twice")
 
 
 # Under CI=true a skip hides a missing extra, model or tool: it fails instead. Only a test marked for what a CI
@@ -101,16 +102,16 @@ def pytest_make_collect_report(collector):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """A notebook cell (nbval) fails on any stderr line a learner would see unexplained (labhelpers/quiet.py)."""
+    """A notebook cell (nbval) fails on any stderr line a learner would see unexplained (labhelpers/messages.py)."""
     result = yield
     outputs = getattr(item, "test_outputs", None)
     if outputs is not None and type(item).__name__ == "IPyNbCell":
-        from labhelpers.quiet import unexplained_stderr
+        from labhelpers.harness.audit import unexplained_stderr
 
         noise = unexplained_stderr(outputs)
         if noise:
             raise AssertionError(
                 f"{item.name}: {len(noise)} stderr line(s) a learner would read unexplained; fix each at its "
-                "source, or filter the exact message in labhelpers/quiet.py with why:\n" + "\n".join(noise[:20])
+                "source, or filter the exact message in labhelpers/messages.py with why:\n" + "\n".join(noise[:20])
             )
     return result

@@ -195,10 +195,10 @@ def item_model_defaults(ctx: Context) -> dict[str, Any]:
 
 
 def item_throughput(ctx: Context) -> dict[str, Any]:
-    """``estimate.device_throughput``: the peak every time estimate divides by, measured here."""
-    from labhelpers import estimate
+    """``schedules.device_throughput``: the peak every time estimate divides by, measured here."""
+    from labhelpers.schedules import device_throughput
 
-    thr = estimate.device_throughput()
+    thr = device_throughput()
     ctx.throughput = thr
     bound = MIN_GPU_BF16_TFLOPS * 1e12 if ctx.on_gpu else MIN_CPU_GFLOPS * 1e9
     ok = math.isfinite(thr.peak_flops) and thr.peak_flops >= bound
@@ -225,10 +225,8 @@ def _memory_item(ctx: Context, method: str) -> dict[str, Any]:
     from gpu_throughput import train_step
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from labhelpers.estimate import estimate_time
-    from labhelpers.memory import track_memory
-    from labhelpers.planning import plan_memory
-    from labhelpers.schedules import Schedule
+    from labhelpers.memory import plan_memory, track_memory
+    from labhelpers.schedules import Schedule, estimate_time
 
     qlora = method == "qlora"
     if qlora and not ctx.on_gpu:
@@ -290,7 +288,7 @@ def _memory_item(ctx: Context, method: str) -> dict[str, Any]:
     if thr is not None and ctx.on_gpu:
         from dataclasses import replace
 
-        from labhelpers.estimate import UTILISATION
+        from labhelpers.schedules import UTILISATION
 
         thr = replace(thr, utilisation=UTILISATION["gpu-4bit" if qlora else "gpu"])
     est = estimate_time(sched, config, "sft", gradient_checkpointing=gc_on, quantized=qlora, throughput=thr,
@@ -313,7 +311,8 @@ def _memory_item(ctx: Context, method: str) -> dict[str, Any]:
            "measured_s": round(seconds, 2), "estimate_s": [round(est.low_s, 2), round(est.high_s, 2)],
            "estimate": est.versus(seconds)}
     if not ctx.on_gpu:
-        out["note"] = "CPU: peak is the RSS at entry + malloc's growth; plan and estimate are reported, judged on CUDA only"
+        out["note"] = ("CPU: peak is the RSS at entry + malloc's growth; plan and estimate are reported, "
+                       "judged on CUDA only")
     if problems:
         out["problems"] = problems
     return out
@@ -334,7 +333,7 @@ def _lab_item(lab: str) -> Callable[[Context], dict[str, Any]]:
 
         import labhelpers as lh
         from labhelpers import training
-        from labhelpers.planning import plan_memory
+        from labhelpers.memory import plan_memory
 
         prof = lh.profile(verbose=False)
         out_dir = ctx.work / lab
@@ -421,7 +420,7 @@ def _setup(ctx: Context) -> None:
     """The shared small model (tiny Llama 3.1), the environment the labs read, bitsandbytes' presence."""
     from family_models import build_family
 
-    import labhelpers  # noqa: F401 - before bitsandbytes: its filters of known library messages (quiet.py)
+    import labhelpers  # noqa: F401 - before bitsandbytes: its filters of known library messages (messages.py)
 
     ctx.small_model = build_family("llama3.1", ctx.work / "llama3.1-tiny")
     os.environ["LABS_PROFILE"] = "smoke" if ctx.tiny else "full"
@@ -521,8 +520,8 @@ def main(argv: list[str] | None = None) -> int:
             result = run_item(item, ctx, int(min(item.guard_s, left)))
         summary["items"][item.name] = result
         extra = result.get("error") or "; ".join(result.get("problems", []))
-        print(f"gpu_check: {item.name}: {result['status']} ({result.get('seconds', 0)} s){' - ' + extra if extra else ''}",
-              flush=True)
+        print(f"gpu_check: {item.name}: {result['status']} ({result.get('seconds', 0)} s)"
+              f"{' - ' + extra if extra else ''}", flush=True)
         summary["total_s"] = round(time.perf_counter() - t_start, 1)
         args.out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     failed = [n for n, r in summary["items"].items() if r["status"] == "fail"]

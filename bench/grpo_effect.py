@@ -1,6 +1,6 @@
 """Does a smoke GRPO run (lab 12's preset) move the policy toward its better answers? Per seed, and its null.
 
-Run by hand (not part of the tests), on the embedded model, from lab 03's adapter (``python -m labhelpers.runner
+Run by hand (not part of the tests), on the embedded model, from lab 03's adapter (``python -m labhelpers.harness.runner
 --labs 03`` first, else ``training.lab03_adapter`` trains it with lab 03's schedule); about 1.5 minutes per run on 2
 idle CPU cores, 6 runs with the defaults (seeds 0-2, each with its null):
 
@@ -63,7 +63,8 @@ def rewards(shuffle_seed: int | None):
         return maybe(values)
 
     def lab_reward(completions, expected_lab, **kwargs):
-        values = [1.0 if task.cited_lab(c[0]["content"]) == e else 0.0 for c, e in zip(completions, expected_lab, strict=True)]
+        values = [1.0 if task.cited_lab(c[0]["content"]) == e else 0.0
+                  for c, e in zip(completions, expected_lab, strict=True)]
         for c, v in zip(completions, values, strict=True):
             TRUE.setdefault(c[0]["content"], {})["lab"] = v
         return maybe(values)
@@ -73,7 +74,8 @@ def rewards(shuffle_seed: int | None):
 
 def rows(lh, task, start: int, n: int) -> list[dict]:
     data = lh.load_lab_dataset("sft", split="train").select(range(start, start + n))
-    return [{"prompt": r["messages"][:-1], "expected_lab": e} for r, e in zip(data, task.expected_labs(data), strict=False)]
+    return [{"prompt": r["messages"][:-1], "expected_lab": e}
+            for r, e in zip(data, task.expected_labs(data), strict=False)]
 
 
 def trained_moved(trainer, tokenizer, weights) -> tuple[int, int]:
@@ -88,7 +90,8 @@ def trained_moved(trainer, tokenizer, weights) -> tuple[int, int]:
         n = b["completion_ids"].size(1)
         with torch.no_grad():
             logits = trainer.model(input_ids=ids, attention_mask=att).logits[:, -n - 1 : -1].float()
-        logps = torch.log_softmax(logits / trainer.temperature, -1).gather(-1, b["completion_ids"].unsqueeze(-1)).squeeze(-1)
+        logps = (torch.log_softmax(logits / trainer.temperature, -1)
+                 .gather(-1, b["completion_ids"].unsqueeze(-1)).squeeze(-1))
         mask = b["completion_mask"].float()
         delta = ((logps - b["old_per_token_logps"]) * mask).sum(1) / mask.sum(1).clamp(min=1)
         for i in range(ids.size(0)):
@@ -174,8 +177,9 @@ def run(seed: int, null: bool, steps: int | None, lr: float | None, tokens: int 
     return {"seed": seed, "null": null, "spread": len(spread), "rose": rose, "fell": fell,
             "share_rose": rose / len(spread) if spread else 0.0, "zero_spread": groups.zero_spread,
             "share_shift": shifted / len(spread) if spread else 0.0, "pairs": pairs,
-            "per_call": per_call, "trained_moved": moved, "trained_movable": movable, "trained_share": moved / max(1, movable),
-            "fmt_spread": len(fmt_spread), "fmt_share": sum(fmt_shift[i] > 0 for i in fmt_spread) / max(1, len(fmt_spread)),
+            "per_call": per_call, "trained_moved": moved, "trained_movable": movable,
+            "trained_share": moved / max(1, movable), "fmt_spread": len(fmt_spread),
+            "fmt_share": sum(fmt_shift[i] > 0 for i in fmt_spread) / max(1, len(fmt_spread)),
             "share_pairs": gained_pairs / pairs if pairs else 0.0,
             "reward_before": sum(before) / len(before), "reward_after": sum(after) / len(after),
             "sample_s": round(t_sample, 1), "train_s": round(t_train, 1), "score_s": round(t_score, 1)}
@@ -199,8 +203,12 @@ def main() -> None:
             r = run(seed, null, args.steps, args.lr, args.tokens, args.format_only)
             results.append(r)
             print(f"seed {seed} {'null ' if null else 'GRPO '}: TRAINED completions moved with their advantage "
-                  f"{r['trained_moved']}/{r['trained_movable']} ({r['trained_share']:.0%}); rose on {r['rose']}/{r['spread']} prompts with spread "
-                  f"({r['share_rose']:.0%}), fell on {r['fell']}; per-token shift up {r['share_shift']:.0%}; pairs gained {r['share_pairs']:.0%} of {r['pairs']}; format margin up {r['fmt_share']:.0%} of {r['fmt_spread']}; expected reward {r['reward_before']:.3f} -> "
+                  f"{r['trained_moved']}/{r['trained_movable']} ({r['trained_share']:.0%}); "
+                  f"rose on {r['rose']}/{r['spread']} prompts with spread "
+                  f"({r['share_rose']:.0%}), fell on {r['fell']}; per-token shift up {r['share_shift']:.0%}; "
+                  f"pairs gained {r['share_pairs']:.0%} of {r['pairs']}; "
+                  f"format margin up {r['fmt_share']:.0%} of {r['fmt_spread']}; "
+                  f"expected reward {r['reward_before']:.3f} -> "
                   f"{r['reward_after']:.3f}; zero spread {r['zero_spread']:.0%}; sample {r['sample_s']} s, train "
                   f"{r['train_s']} s, score {r['score_s']} s", flush=True)
             print("  per generation call (step, format reward, right-lab reward, TRL's log): "

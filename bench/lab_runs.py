@@ -65,10 +65,10 @@ class Break:
 
 BREAKS: dict[str, Break] = {
     "merge_skips_adapter": Break(
-        "labhelpers/export.py",
+        "labhelpers/deploy/merge.py",
         "model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload(safe_merge=True)",
         "model = model  # planted break: the adapter is never merged",
-        "10", ("10",), "tests/test_export.py::test_merged_model_outputs_equal_adapter_model_outputs",
+        "10", ("10",), "tests/deploy/test_merge.py::test_merged_model_outputs_equal_adapter_model_outputs",
         "the merge writes the base model back"),
     "lr_zero": Break(
         "labhelpers/training.py",
@@ -80,7 +80,8 @@ BREAKS: dict[str, Break] = {
         "labhelpers/data.py",
         "    dataset = Dataset.from_list(rows)",
         "    if split == 'train':  # planted break: the training pairs only (the held-out pairs stay right)\n"
-        "        rows = [{**r, 'chosen': r['rejected'], 'rejected': r['chosen']} if 'chosen' in r else r for r in rows]\n"
+        "        rows = [{**r, 'chosen': r['rejected'], 'rejected': r['chosen']} "
+        "if 'chosen' in r else r for r in rows]\n"
         "    dataset = Dataset.from_list(rows)",
         "06", ("06",), "tests/test_preference.py::test_loaded_preference_pairs_have_the_well_formed_answer_as_chosen",
         "chosen and rejected swapped in the training pairs"),
@@ -99,14 +100,14 @@ BREAKS: dict[str, Break] = {
         "05", ("05",), "tests/test_models.py",
         "QLoRA loads the model unquantized"),
     "template_drops_assistant_header": Break(
-        "labhelpers/ollama.py",
+        "labhelpers/deploy/ollama.py",
         "    derived = ollama_template(tokenizer, add_bos=add_bos)\n",
         "    derived = ollama_template(tokenizer, add_bos=add_bos)\n"
         "    derived.template = (derived.template or '').replace('<|im_start|>assistant\\n', '')  # planted break\n",
-        "10", ("10",), "tests/test_export.py::test_modelfile_template_reproduces_the_hf_chat_template",
+        "10", ("10",), "tests/deploy/test_modelfile.py::test_modelfile_template_reproduces_the_hf_chat_template",
         "the Modelfile TEMPLATE drops the assistant header (SmolLM2's)"),
     "plan_activations_doubled": Break(
-        "labhelpers/planning.py",
+        "labhelpers/memory.py",
         "activations=int(activations)",
         "activations=int(2 * activations)",
         "05", ("05",), "tests/test_memory.py::test_activation_estimate_counts_the_tensors_autograd_saves",
@@ -116,7 +117,8 @@ BREAKS: dict[str, Break] = {
         "    dataset = Dataset.from_list(rows)",
         "    rows = [{**r, 'label': not r['label']} if 'label' in r else r for r in rows]\n"
         "    dataset = Dataset.from_list(rows)",
-        "09", ("06", "07", "08", "09"), "tests/test_preference.py::test_loaded_kto_rows_label_the_well_formed_answers_desirable",
+        "09", ("06", "07", "08", "09"),
+        "tests/test_preference.py::test_loaded_kto_rows_label_the_well_formed_answers_desirable",
         "KTO's thumbs up and down inverted when the rows load"),
     "lora_init_not_zero": Break(
         "labs/01_lora_from_scratch.ipynb",
@@ -167,7 +169,7 @@ def run_labs(tree: Path, labs: tuple[str, ...], seed: int) -> list[dict]:
     out = Path(tempfile.mkdtemp(prefix="lab-runs-"))
     env = {**os.environ, "PYTHONPATH": str(tree), "LABS_OUTPUT_DIR": str(out), "LABS_SEED": str(seed),
            "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-m", "labhelpers.runner", "--labs", *labs], cwd=tree, env=env,
+    subprocess.run([sys.executable, "-m", "labhelpers.harness.runner", "--labs", *labs], cwd=tree, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     summaries = list(out.glob("*/run_summary.json"))
     if not summaries:

@@ -56,12 +56,12 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from labhelpers.embedded import embedded_model_dir
     from labhelpers.memory import GB, _rss, plan_memory, saved_activation_bytes, track_memory
     from labhelpers.models import load_model
+    from labhelpers.profiles import embedded_model_dir
 
     cuda = args.device == "cuda"
-    from labhelpers.model_configs import arch_spec
+    from labhelpers.arch import arch_spec
 
     path = str(embedded_model_dir()) if args.model == "embedded" else args.model
     torch.manual_seed(0)

@@ -77,7 +77,8 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=None, help="the methods' beta (ORPO: lambda); default: presets")
     parser.add_argument("--on", choices=("tune", "heldout"), default="tune",
                         help="score the tuning slice of the train split (default) or the labs' held-out pairs")
-    parser.add_argument("--eval-rows", type=int, default=None, help="held-out pairs (--on heldout); default: the profile's")
+    parser.add_argument("--eval-rows", type=int, default=None,
+                        help="held-out pairs (--on heldout); default: the profile's")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
@@ -142,7 +143,7 @@ def main() -> None:
                 t2 = time.perf_counter()
                 after = preference.HeldoutScores(evaluation.preference_pairs(
                     trainer.model, tokenizer, heldout, batch_size=16, max_length=lab.max_length), [], {})
-                cmp = preference.compare(method, before, after, heldout, measure=measure)
+                cmp = preference.compare_heldout(method, before, after, heldout, measure=measure)
                 run = {"method": method, "seed": seed, "measure": measure, "train_s": round(train_s, 1),
                        "score_s": round(time.perf_counter() - t2, 1), "improved": cmp.improved,
                        "accuracy": [cmp.accuracy("before"), cmp.accuracy("after")],
@@ -154,12 +155,15 @@ def main() -> None:
                 if method == "kto":
                     run["desirable_fall"] = desirable_before - evaluation.heldout_loss(
                         trainer.model, tokenizer, thumbs_up, max_length=lab.max_length)
-                run["improved_by_measure"] = {m: preference.compare(method, before, after, heldout, measure=m).improved
-                                              for m in preference.MEASURES}
+                run["improved_by_measure"] = {
+                    m: preference.compare_heldout(method, before, after, heldout, measure=m).improved
+                    for m in preference.MEASURES}
                 runs.append(run)
                 kinds = "  ".join(f"{k}: {v[0]:.2f}->{v[1]:.2f} ({v[2]:.2f} up)" for k, v in run["by_kind"].items())
                 print(f"{method:5} seed {seed}: improved {run['improved']:.3f}  accuracy {run['accuracy'][0]:.3f}->"
-                      f"{run['accuracy'][1]:.3f} (by measure: {', '.join(f'{m} {v:.3f}' for m, v in run['improved_by_measure'].items())})  | {kinds} | train {train_s:.0f} s, score {run['score_s']:.0f} s",
+                      f"{run['accuracy'][1]:.3f} (by measure: "
+                      f"{', '.join(f'{m} {v:.3f}' for m, v in run['improved_by_measure'].items())})  | {kinds} | "
+                      f"train {train_s:.0f} s, score {run['score_s']:.0f} s",
                       flush=True)
                 del trainer, model
     finally:
@@ -184,7 +188,8 @@ def main() -> None:
           f"run: {held}" + ("" if held else f"; not on {[(r['method'], r['seed']) for r in runs if not holds(r)]}"))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"profile": base_lab.name, "on": args.on, "pairs": len(heldout), "settings": changes, "cpu_count": os.cpu_count(),
+        args.json.write_text(json.dumps({"profile": base_lab.name, "on": args.on, "pairs": len(heldout),
+                                         "settings": changes, "cpu_count": os.cpu_count(),
                                          "runs": runs, "held": held}, indent=1))
 
 

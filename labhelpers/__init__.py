@@ -1,32 +1,9 @@
-"""labhelpers: the few verbs the Spark fine-tuning labs call.
+"""labhelpers: the verbs the Spark fine-tuning labs call, as ``import labhelpers as lh``.
 
-One module per job; names are imported lazily so ``import labhelpers`` stays fast and a lab that
-never exports a GGUF never imports llama.cpp.
-
-    profiles    profile(), Profile, resolve_model()          smoke vs full, LABS_PROFILE / LABS_MODEL
-    embedded    embedded_model_dir()                          the offline SmolLM2-135M smoke model
-    models      load_model(), load_tokenizer(), generate()
-    memory      memory_report(), track_memory()                 memory measured
-    planning    plan_memory(), plot_memory()                    memory predicted, per rank too (world_size)
-    capacity    preflight(), sparks_needed()                    refuse what cannot fit; how many Sparks a run needs
-    distributed write_accelerate_config(), launch_command()     `python -m labhelpers.distributed`: one recipe, N processes
-    disk        check_disk_space()                            refuse to write what the disk cannot hold
-    storage     disk_plan()                                   what the full profile downloads and writes
-    data        load_lab_dataset(), describe(), preference_to_kto()
-    task        the checkable answer format the datasets teach (format_ok(), task_metrics())
-    schedules   schedule()                                     epochs over the shipped rows -> steps (full profile)
-    estimate    estimate_time(), estimate_grpo_time()         training time from the plan, before a run
-    training    TRL config presets, live-plot / tokens-per-second / NaN-guard callbacks, resume
-    evaluation  heldout_loss(), preference_metrics(), side_by_side(), sample_groups()
-    results     save_result(), load_results(), plot_results()  the cross-method comparison (preference_table())
-    selfcheck   self_check_passed()                           the closing line every lab prints
-                stop_lab()                                    or the reason it cannot go on here
-    export      merge_adapter(), export_gguf(), quantize_gguf(), write_modelfile(), verify_gguf(), ollama_*
-    envcheck    the checks of lab 00
-    runner      `python -m labhelpers.runner`: every lab on the current profile, with a summary
-    report      the instructor's per-lab table and report.md, from the executed notebooks
-    native      run_isolated(): llama.cpp in a child process, so its crash never kills the kernel
-    quiet       the exact library messages filtered, and the stderr check of executed notebooks
+Every name a lab uses is ``lh.<name>`` (``lh.__all__``); the toolboxes of one lab are namespaces:
+``lh.envcheck`` (lab 00), ``lh.deploy`` (lab 10), ``lh.distributed`` (lab 11). Names are imported lazily, so
+``import labhelpers`` stays fast and a lab that never exports a GGUF never imports llama.cpp. Each module
+holds one job; ``harness/`` runs and reports on the labs and is imported by none of them.
 """
 
 from __future__ import annotations
@@ -34,91 +11,49 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from labhelpers import messages as _messages
+
 __version__ = "0.1.0"
 
-from . import quiet as _quiet  # noqa: E402
+_messages.install()  # the few exact library messages a learner need not read (see messages.py)
 
-_quiet.install()  # the few exact library messages a learner need not read (see quiet.py)
-
-_EXPORTS: dict[str, str] = {
-    # profiles / embedded
-    "profile": "profiles",
-    "Profile": "profiles",
-    "ProfileError": "profiles",
-    "resolve_model": "profiles",
-    "with_overrides": "profiles",
-    "embedded_model_dir": "embedded",
-    # models
-    "load_model": "models",
-    "load_tokenizer": "models",
-    "generate": "models",
-    "count_parameters": "models",
-    # memory
-    "memory_report": "memory",
-    "track_memory": "memory",
-    "plan_memory": "planning",
-    "plot_memory": "planning",
-    "preflight": "capacity",
-    "sparks_needed": "capacity",
-    "PreflightError": "capacity",
-    "disk_plan": "storage",
-    # schedule / time estimate
-    "schedule": "schedules",
-    "estimate_time": "estimate",
-    "estimate_grpo_time": "estimate",
-    # data / task
-    "load_lab_dataset": "data",
-    "describe": "data",
-    "preference_to_kto": "data",
-    "DataValidationError": "data",
-    "format_ok": "task",
-    "task_metrics": "task",
-    # training / evaluation / results
-    "heldout_loss": "evaluation",
-    "preference_metrics": "evaluation",
-    "side_by_side": "evaluation",
-    "sample_groups": "evaluation",
-    "save_result": "results",
-    "load_results": "results",
-    "plot_results": "results",
-    "self_check_passed": "selfcheck",
-    "stop_lab": "selfcheck",
-    "sft_config": "training",
-    "dpo_config": "training",
-    "simpo_config": "training",
-    "orpo_config": "training",
-    "kto_config": "training",
-    "grpo_config": "training",
-    "lab03_adapter": "training",
-    "lora_config": "training",
-    "train": "training",
-    "as_prompt_completion": "training",
-    "with_lengths": "training",
-    "LivePlotCallback": "callbacks",
-    "ThroughputCallback": "callbacks",
-    "NanGuardCallback": "callbacks",
-    "EmbeddingNoiseProbe": "callbacks",
-    # export
-    "merge_adapter": "export",
-    "export_gguf": "export",
-    "quantize_gguf": "export",
-    "write_modelfile": "export",
-    "verify_gguf": "export",
-    "ollama_create": "export",
-    "ollama_chat": "export",
-    "ollama_available": "export",
-    "OllamaUnavailable": "export",
-    "gguf_summary": "export",
+_MODULES: dict[str, tuple[str, ...]] = {
+    "profiles": ("profile", "Profile", "ProfileError", "resolve_model", "with_overrides", "embedded_model_dir",
+                 "GRPO_FULL"),
+    "models": ("load_model", "load_tokenizer", "generate", "count_parameters"),
+    "arch": ("arch_spec", "KNOWN_CONFIGS"),
+    "memory": ("report_memory", "track_memory", "saved_activation_bytes", "plan_memory", "plot_memory",
+               "preflight", "PreflightError", "sparks_needed"),
+    "disk": ("plan_disk",),
+    "schedules": ("schedule", "estimate_time", "estimate_grpo_time"),
+    "data": ("load_lab_dataset", "describe_dataset", "preference_to_kto", "DataValidationError", "DATASET_KINDS",
+             "LENGTH_RATIO_RANGE", "data_path", "check_no_overlap", "prompt_messages"),
+    "task": ("format_ok", "task_metrics", "expected_labs", "reference_answer", "cited_lab", "LAB_NAMES"),
+    "training": ("sft_config", "dpo_config", "simpo_config", "orpo_config", "kto_config", "grpo_config",
+                 "lora_config", "SIMPO_BETA", "SIMPO_GAMMA", "train", "last_checkpoint", "lab03_adapter",
+                 "as_prompt_completion", "with_lengths"),
+    "callbacks": ("LivePlotCallback", "ThroughputCallback", "NanGuardCallback", "EmbeddingNoiseProbe"),
+    "evaluation": ("chat_tokens", "token_logps", "heldout_loss", "completion_logps", "preference_pairs",
+                   "preference_metrics", "side_by_side", "sample_groups"),
+    "preference": ("load_starting_model", "score_heldout", "compare_heldout", "count_passes"),
+    "sft": ("score_sft", "compare_sft"),
+    "results": ("save_result", "load_results", "plot_results", "PREFERENCE_LABS", "preference_rows",
+                "preference_table", "preference_findings"),
+    "selfcheck": ("print_self_check", "stop_lab"),
 }
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+NAMESPACES = ("envcheck", "deploy", "distributed")
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, *NAMESPACES])
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name in NAMESPACES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    else:
         raise AttributeError(f"module 'labhelpers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
 

@@ -172,14 +172,13 @@ class LivePlotCallback(TrainerCallback):
     ``min_interval`` seconds, and once more at the end); elsewhere each log becomes one text line.
     """
 
-    def __init__(
-        self, title: str = "training", min_interval: float = 5.0, notebook: bool | None = None,
-        panels: Sequence[str] | None = None,
-    ) -> None:
+    def __init__(self, title: str = "training", min_interval: float = 5.0, notebook: bool | None = None,
+                 panels: Sequence[str] | None = None) -> None:
         """``panels``: logged metrics to plot, one panel each (GRPO: ``"reward"``, ``"frac_reward_zero_std"``,
-        ``"completions/mean_length"``...), instead of the loss and the preference rewards."""
+        ``"completions/mean_length"``...), instead of the loss and the preference rewards (one panel for the three,
+        once a trainer logs them)."""
         self.title = title
-        self.panels = tuple(panels) if panels else None
+        self.panels = [(key,) for key in panels] if panels else [("loss",), REWARD_KEYS]
         self.min_interval = min_interval
         self.notebook = in_notebook() if notebook is None else notebook
         self.history: dict[str, list[tuple[int, float]]] = {}
@@ -195,7 +194,7 @@ class LivePlotCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         step = state.global_step
-        keys = self.panels or ("loss", *REWARD_KEYS)
+        keys = [key for panel in self.panels for key in panel]
         for key in keys:
             value = logs.get(key)
             if isinstance(value, (int, float)):
@@ -206,8 +205,7 @@ class LivePlotCallback(TrainerCallback):
             if time.monotonic() - self._last_draw >= self.min_interval:
                 self.draw()
         else:
-            parts = [f"step {step:>5}"] + [f"{k} {logs[k]:.4f}" for k in keys if k in logs]
-            print("  ".join(parts), flush=True)
+            print("  ".join([f"step {step:>5}"] + [f"{k} {logs[k]:.4f}" for k in keys if k in logs]), flush=True)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.notebook and self.history:
@@ -217,46 +215,20 @@ class LivePlotCallback(TrainerCallback):
         """Render the current history into one figure (updated in place in a notebook); returns the figure."""
         import matplotlib.pyplot as plt
 
-        if self.panels:
-            return self._draw_panels()
-        rewards = [k for k in REWARD_KEYS if k in self.history]
-        if self.figure is None:
-            self.figure, _ = plt.subplots(1, 2 if rewards else 1, figsize=(11 if rewards else 6, 3.4))
+        panels = [p for p in self.panels if any(k in self.history for k in p)] or self.panels[:1]
+        if self.figure is None or len(self.figure.axes) != len(panels):
+            self.figure, _ = plt.subplots(1, len(panels), figsize=(2.2 + 3.3 * len(panels), 3.4))
             plt.close(self.figure)  # shown through the display handle only, not again at cell end
-        elif rewards and len(self.figure.axes) == 1:
-            plt.close(self.figure)
-            self.figure, _ = plt.subplots(1, 2, figsize=(11, 3.4))
-            plt.close(self.figure)
-        axes = self.figure.axes
-        for ax in axes:
+        for ax, panel in zip(self.figure.axes, panels, strict=True):
             ax.clear()
-        if "loss" in self.history:
-            steps, values = zip(*self.history["loss"], strict=True)
-            axes[0].plot(steps, values, marker="." if len(steps) < 40 else None)
-        axes[0].set(title=f"{self.title}: loss", xlabel="step", ylabel="loss")
-        if rewards:
-            for key in rewards:
+            for key in (k for k in panel if k in self.history):
                 steps, values = zip(*self.history[key], strict=True)
-                axes[1].plot(steps, values, label=key.split("/")[1])
-            axes[1].axhline(0.0, color="grey", lw=0.8)
-            axes[1].set(title="implicit rewards", xlabel="step")
-            axes[1].legend(loc="best")
-        self.figure.tight_layout()
-        self._show()
-        return self.figure
-
-    def _draw_panels(self) -> Any:
-        import matplotlib.pyplot as plt
-
-        if self.figure is None:
-            self.figure, _ = plt.subplots(1, len(self.panels), figsize=(3.3 * len(self.panels), 3.2))
-            plt.close(self.figure)
-        for ax, key in zip(self.figure.axes, self.panels, strict=True):
-            ax.clear()
-            if key in self.history:
-                steps, values = zip(*self.history[key], strict=True)
-                ax.plot(steps, values, marker="." if len(steps) < 40 else None)
-            ax.set(title=key, xlabel="step")
+                ax.plot(steps, values, marker="." if len(steps) < 40 and len(panel) == 1 else None,
+                        label=key.split("/")[-1])
+            if panel == REWARD_KEYS:
+                ax.axhline(0.0, color="grey", lw=0.8)
+                ax.legend(loc="best")
+            ax.set(title="implicit rewards" if panel == REWARD_KEYS else panel[0], xlabel="step")
         self.figure.suptitle(self.title)
         self.figure.tight_layout()
         self._show()

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .task import reference_answer  # noqa: F401 - re-exported accessor for the labs
+from labhelpers.task import reference_answer  # noqa: F401 - re-exported accessor for the labs
 
-KINDS = ("sft", "preference", "kto")
+DATASET_KINDS = ("sft", "preference", "kto")
 SPLITS = ("train", "heldout")
 FIELDS = {
     "sft": ("messages",),
@@ -32,7 +32,7 @@ FIELDS = {
 }
 DATA_DIR_VAR = "LABS_DATA_DIR"
 MAX_ERRORS = 20  # errors listed in one DataValidationError
-RATIO_RANGE = (0.8, 1.25)  # chosen/rejected mean length outside this: the data teaches length, not quality
+LENGTH_RATIO_RANGE = (0.8, 1.25)  # chosen/rejected mean length outside this: the data teaches length, not quality
 Messages = list[dict[str, str]]
 
 
@@ -56,8 +56,8 @@ def data_dir() -> Path:
 
 def data_path(kind: str, split: str = "train") -> Path:
     """Path of a shipped file, e.g. ``data_path("kto", "heldout")`` -> ``data/kto_heldout.jsonl``."""
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r}: use one of {', '.join(KINDS)}")
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"kind={kind!r}: use one of {', '.join(DATASET_KINDS)}")
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: use 'train' or 'heldout'")
     return data_dir() / f"{kind}_{split}.jsonl"
@@ -137,8 +137,8 @@ def row_problems(row: Any, kind: str) -> list[tuple[str, str]]:
 
 def validate_rows(rows: list[Any], kind: str, source: str = "<rows>", lines: list[int] | None = None) -> None:
     """Raise ``DataValidationError`` listing every bad row of ``kind`` (up to ``MAX_ERRORS``)."""
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r}: use one of {', '.join(KINDS)}")
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"kind={kind!r}: use one of {', '.join(DATASET_KINDS)}")
     lines = lines or list(range(1, len(rows) + 1))
     errors = [f"{source}, line {n}, field '{field}': {msg}"
               for row, n in zip(rows, lines, strict=True) for field, msg in row_problems(row, kind)]
@@ -202,13 +202,15 @@ def _read_rows(path: str | Path, kind: str) -> tuple[list[dict], list[int]]:
     return rows, lines
 
 
-# Where the rows of a Dataset load_lab_dataset returned came from, by the dataset's fingerprint: describe() names a
-# row by its file and line. A dataset made from it (select, map) has another fingerprint: its rows are named by index.
+# Where the rows of a Dataset load_lab_dataset returned came from, by the dataset's fingerprint: describe_dataset()
+# names a row by its file and line. A dataset made from it (select, map) has another fingerprint: its rows are named
+# by index.
 _SOURCES: dict[str, tuple[str, list[int]]] = {}
 
 
 def row_names(dataset: Any) -> list[str]:
-    """A name per row for messages: ``"<file>, line N"`` for a dataset as load_lab_dataset returned it, else ``"row i"``."""
+    """A name per row for messages: ``"<file>, line N"`` for a dataset as load_lab_dataset returned it,
+    else ``"row i"``."""
     source = _SOURCES.get(getattr(dataset, "_fingerprint", None))
     if source and len(source[1]) == len(dataset):
         return [f"{source[0]}, line {n}" for n in source[1]]
@@ -260,14 +262,14 @@ def load_lab_dataset(name_or_path: str | Path, kind: str | None = None, split: s
 
     name = str(name_or_path)
     source = None
-    if name in KINDS:
+    if name in DATASET_KINDS:
         if kind not in (None, name):
             raise ValueError(f"load_lab_dataset({name!r}, kind={kind!r}): the name already says the kind")
         kind, path = name, data_path(name, split)
         rows, lines = _read_rows(path, kind)
         source = str(path)
-    elif kind not in KINDS:
-        raise ValueError(f"load_lab_dataset({name!r}): pass kind= one of {', '.join(KINDS)} "
+    elif kind not in DATASET_KINDS:
+        raise ValueError(f"load_lab_dataset({name!r}): pass kind= one of {', '.join(DATASET_KINDS)} "
                          "for a file or hub id")
     elif Path(name).expanduser().is_file() or name.endswith(".jsonl") or not _HUB_ID.match(name):
         rows, lines = _read_rows(Path(name).expanduser(), kind)
@@ -292,7 +294,7 @@ def _load_hub(name: str, kind: str, split: str) -> list[dict]:
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise ValueError(f"{name!r} looks like a hub dataset id, but HF_HUB_OFFLINE=1 (the smoke profile "
                          f"is offline). Use a local .jsonl file with kind={kind!r}, or one of "
-                         f"{', '.join(KINDS)}.")
+                         f"{', '.join(DATASET_KINDS)}.")
     from datasets import load_dataset
 
     rows = load_dataset(name, split=split).to_list()
@@ -326,7 +328,7 @@ def _named(names: list[str], limit: int = 5) -> str:
     return "; ".join(names[:limit]) + (f"; and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def describe(dataset: Any, tokenizer: Any = None, kind: str | None = None, max_length: int | None = None,
+def describe_dataset(dataset: Any, tokenizer: Any = None, kind: str | None = None, max_length: int | None = None,
              verbose: bool = True) -> dict[str, Any]:
     """Print and return counts, lengths (tokens with a tokenizer, else words), label balance, length ratio.
 
@@ -337,7 +339,7 @@ def describe(dataset: Any, tokenizer: Any = None, kind: str | None = None, max_l
     rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
     names = row_names(dataset) if hasattr(dataset, "_fingerprint") else [f"row {i}" for i in range(len(rows))]
     if not rows:
-        raise ValueError("describe() got an empty dataset")
+        raise ValueError("describe_dataset() got an empty dataset")
     kind = kind or _infer_kind(rows[0])
     unit = "tokens" if tokenizer is not None else "words"
     keys = [_prompt_key(r) for r in rows]
@@ -368,12 +370,11 @@ def describe(dataset: Any, tokenizer: Any = None, kind: str | None = None, max_l
         chosen = _lengths([r["chosen"][0]["content"] for r in rows], tokenizer)
         rejected = _lengths([r["rejected"][0]["content"] for r in rows], tokenizer)
         ratio = statistics.fmean(chosen) / max(statistics.fmean(rejected), 1e-9)
-        info.update(chosen_length=_stats(chosen), rejected_length=_stats(rejected),
-                    length_ratio=round(ratio, 3))
-        if not RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1]:
+        info.update(chosen_length=_stats(chosen), rejected_length=_stats(rejected), length_ratio=round(ratio, 3))
+        if not LENGTH_RATIO_RANGE[0] <= ratio <= LENGTH_RATIO_RANGE[1]:
             info["warnings"].append(
-                f"chosen/rejected mean length ratio {ratio:.2f} is outside {RATIO_RANGE[0]}-"
-                f"{RATIO_RANGE[1]}: the model can learn to prefer length instead of quality (length bias)")
+                f"chosen/rejected mean length ratio {ratio:.2f} is outside {LENGTH_RATIO_RANGE[0]}-"
+                f"{LENGTH_RATIO_RANGE[1]}: the model can learn to prefer length instead of quality (length bias)")
     else:
         info["answer_length"] = _stats(_lengths([reply_text(r) for r in rows], tokenizer))
     if kind == "kto":

@@ -37,10 +37,10 @@ def decoder_layer_class(model: Any) -> str:
         from accelerate import init_empty_weights
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from .models import _resolve
+        from labhelpers.models import model_path
 
         with init_empty_weights():  # every parameter on the meta device: no memory, nothing read from disk
-            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(_resolve(model)))
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path(model)))
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     names = list(getattr(base, "_no_split_modules", None) or [])
     present = {type(m).__name__ for m in base.modules()}
@@ -54,7 +54,8 @@ def decoder_layer_class(model: Any) -> str:
 def accelerate_config(layer_cls: str, *, num_machines: int = 1, num_processes: int | None = None,
                       machine_rank: int = 0, main_process_ip: str | None = None, main_process_port: int = 29500,
                       mixed_precision: str = "bf16") -> dict[str, Any]:
-    """accelerate's config (as ``accelerate config`` writes it) for FSDP full shard, one process per machine by default."""
+    """accelerate's config (as ``accelerate config`` writes it) for FSDP full shard, one process per machine by
+    default."""
     num_processes = num_machines if num_processes is None else num_processes
     if num_machines < 1 or num_processes < num_machines:
         raise ValueError(f"num_machines={num_machines}, num_processes={num_processes}: use at least one process "
@@ -186,11 +187,11 @@ def run(method: str, output_dir: str | Path, *, max_steps: int | None = None, ro
     import torch
     from trl import DPOTrainer, SFTTrainer
 
-    from . import training
-    from .data import load_lab_dataset
-    from .memory import track_memory
-    from .models import load_model, load_tokenizer
-    from .profiles import profile
+    from labhelpers import training
+    from labhelpers.data import load_lab_dataset
+    from labhelpers.memory import track_memory
+    from labhelpers.models import load_model, load_tokenizer
+    from labhelpers.profiles import profile
 
     if method not in METHODS:
         raise ValueError(f"method={method!r}: use one of {METHODS}.")
@@ -225,7 +226,8 @@ def run(method: str, output_dir: str | Path, *, max_steps: int | None = None, ro
     state = trainer.accelerator.state
     record = {"rank": rank, "world_size": world, "distributed_type": str(state.distributed_type).split(".")[-1],
               "backend": state.backend, "device": str(trainer.args.device), "method": method,
-              "rows": trained, "prefetched": seen[len(trained):], "train_rows": len(trainer.train_dataset), "steps": trainer.state.global_step,
+              "rows": trained, "prefetched": seen[len(trained):], "train_rows": len(trainer.train_dataset),
+              "steps": trainer.state.global_step,
               "global_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * world,
               "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
               "peak_memory_bytes": peak.peak, "saved": bool(trainer.args.should_save),

@@ -69,15 +69,15 @@ def check_device() -> Check:
 def check_disk(path: str | Path | None = None, recommended_gb: float | None = None) -> Check:
     """Free disk where models are cached, against the full profile's disk plan (a note, not a failure).
 
-    ``recommended_gb`` defaults to ``labhelpers.storage.disk_plan().total``, the total lab 00 and
+    ``recommended_gb`` defaults to ``labhelpers.disk.plan_disk().total``, the total lab 00 and
     docs/LAB_PREP.md print, rounded up to a whole GB.
     """
     if recommended_gb is None:
         import math
 
-        from .storage import disk_plan
+        from labhelpers.disk import plan_disk
 
-        recommended_gb = math.ceil(disk_plan().total / 1e9)
+        recommended_gb = math.ceil(plan_disk().total / 1e9)
     if path is None:
         from huggingface_hub import constants
 
@@ -89,7 +89,7 @@ def check_disk(path: str | Path | None = None, recommended_gb: float | None = No
     return Check(
         "disk",
         ok,
-        f"{free_gb:.0f} GB free at {path} (the full profile's disk plan: {recommended_gb} GB; lh.disk_plan())",
+        f"{free_gb:.0f} GB free at {path} (the full profile's disk plan: {recommended_gb} GB; lh.plan_disk())",
         required=False,
     )
 
@@ -138,7 +138,7 @@ def check_hf_token() -> Check:
 
 def check_ollama() -> Check:
     """Whether the ``ollama`` CLI is installed and its local server answers (needed in lab 10 only)."""
-    from .export import ollama_available
+    from labhelpers.deploy import ollama_available
 
     path = shutil.which("ollama")
     if path is None:

@@ -7,7 +7,9 @@ same model and data always give the same number.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,24 +44,16 @@ def chat_tokens(tokenizer: Any, prompt: Any, completion: Any) -> tuple[list[int]
     return ids, [0] * start + [1] * (len(ids) - start)
 
 
-def _split_row(row: dict[str, Any], idx: int) -> tuple[Any, Any]:
+def split_row(row: dict[str, Any], idx: int) -> tuple[Any, Any]:
     """(prompt, completion) of an SFT row: ``messages`` (last = the answer) or ``prompt`` + ``completion``."""
     if "messages" in row:
         msgs = row["messages"]
         if len(msgs) < 2 or msgs[-1].get("role") != "assistant":
-            raise ValueError(
-                f"row {idx}, field 'messages': the last of at least two messages must be the assistant's."
-            )
+            raise ValueError(f"row {idx}, field 'messages': the last of at least two messages must be the assistant's.")
         return msgs[:-1], msgs[-1:]
     if "prompt" in row and "completion" in row:
         return row["prompt"], row["completion"]
-    raise ValueError(
-        f"row {idx}: expected a 'messages' field or 'prompt' + 'completion' fields, got {sorted(row)}."
-    )
-
-
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
+    raise ValueError(f"row {idx}: expected a 'messages' field or 'prompt' + 'completion' fields, got {sorted(row)}.")
 
 
 def _encode(
@@ -80,157 +74,78 @@ def _encode(
     return encoded
 
 
-def _shared_prefixes(encoded: list[tuple[list[int], list[int]]]) -> list[tuple[list[int], list[int]]]:
-    """Group sequences by their prompt tokens: (shared prefix ids, indices of the sequences that continue it).
-
-    The prefix stops one token before the first answer token: the suffix starts with the last prompt token,
-    whose logits predict the first answer token. A preference pair's chosen and rejected answers share their
-    prompt, so it is encoded once for both.
-    """
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, (ids, mask) in enumerate(encoded):
-        start = mask.index(1) if 1 in mask else len(mask)
-        groups.setdefault(tuple(ids[: max(start - 1, 0)]), []).append(i)
-    return [(list(prefix), members) for prefix, members in groups.items()]
-
-
-def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    """Right-pad lists of ints to the longest one: a (len(rows), longest) long tensor."""
-    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-    return out
-
-
 def _takes(model: Any, name: str) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return name in inspect.signature(base.forward).parameters
 
 
-def _common_prefix(rows: Sequence[Sequence[int]]) -> list[int]:
-    first = rows[0]
-    n = min(len(r) for r in rows)
-    for row in rows[1:]:
-        n = next((j for j in range(n) if row[j] != first[j]), n)
-    return list(first[:n])
-
-
-def _prompt_cache(
-    model: Any, prompts: Sequence[Sequence[int]], owner: torch.Tensor, pad: int, keep: dict[str, int]
-) -> tuple[Any, torch.Tensor | None]:
-    """Run a batch of prompts once and return (KV cache, attention mask) with one row per completion (``owner``).
-
-    The tokens every prompt of the batch starts with (a chat template's system prompt) run once, for one row;
-    each prompt's remaining tokens run on top of that, right-padded (the padding stays masked). (None, None)
-    when the prompts are empty.
-    """
-    device = owner.device
-    common = _common_prefix(prompts)
-    cache, past = None, torch.ones((1, len(common)), dtype=torch.long, device=device)
-    if common:
-        cache = model(input_ids=torch.tensor([common], device=device), use_cache=True, **keep).past_key_values
-    rests = [list(p[len(common) :]) for p in prompts]
-    if max(len(r) for r in rests) == 0:  # every prompt is the common part: every completion continues row 0
-        if cache is None:
-            return None, None
-        rows = torch.zeros_like(owner)
-    else:
-        if cache is not None:
-            cache.reorder_cache(torch.zeros(len(prompts), dtype=torch.long, device=device))
-        rest_ids = _pad(rests, pad).to(device)
-        past = torch.cat([past.expand(len(prompts), -1), _pad([[1] * len(r) for r in rests], 0).to(device)], dim=1)
-        positions = len(common) + torch.arange(rest_ids.shape[1], device=device).expand(len(prompts), -1)
-        cache = model(input_ids=rest_ids, attention_mask=past, position_ids=positions, past_key_values=cache,
-                      use_cache=True, **keep).past_key_values
-        rows = owner
-    cache.reorder_cache(rows)  # one copy of its prompt's cache per completion
-    return cache, past[rows]
-
-
 @torch.no_grad()
+def token_logps(model: Any, sequences: Sequence[Sequence[int]], last: int | None = None) -> list[torch.Tensor]:
+    """log p(token t | the tokens before it) for t = 1..n-1 of each sequence: one padded forward pass, eval mode.
+
+    The sequences are padded on the left, so they all end in the last column, and their positions count from each
+    one's first real token (as if it were alone). With ``last``, only the log-probs of each sequence's last
+    ``last`` tokens are returned, and the output layer runs on those positions only (an answer's tokens: a
+    prompt's logits are never needed). Each tensor is fp32 on the CPU. The brick of every score here and of a
+    loss by hand: mask these as a trainer does (answer tokens only, or every token for ORPO's NLL term), then sum
+    or average them.
+    """
+    rows = [list(s) for s in sequences]
+    if not rows or min(len(r) for r in rows) < 2:
+        raise ValueError("token_logps: every sequence needs at least 2 tokens (one to predict from).")
+    width = max(len(r) for r in rows)
+    keep = width - 1 if last is None else min(last, width - 1)
+    device = next(model.parameters()).device
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    extra = {"logits_to_keep": keep + 1} if _takes(model, "logits_to_keep") else {}
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                       use_cache=False, **extra).logits[:, -(keep + 1):-1]
+    finally:
+        if was_training:
+            model.train()
+    targets = ids[:, -keep:]
+    out = []
+    for i, row in enumerate(rows):
+        n = min(keep, len(row) - 1)  # fp32 one row at a time: small even for a 128k vocabulary
+        row_logps = logits[i, keep - n:].float().log_softmax(-1)
+        out.append(row_logps.gather(-1, targets[i, keep - n:, None]).squeeze(-1).cpu())
+    return out
+
+
 def _answer_logps(
     model: Any, tokenizer: Any, pairs: Sequence[tuple[Any, Any]], max_length: int | None, batch_size: int
 ) -> list[tuple[float, int]]:
     """(sum of answer-token log-probs, answer-token count) per (prompt, completion), in input order.
 
-    Completions of the same prompt share one pass over the prompt: the prompt is run once with the KV cache
-    on (logits for its last position only; the system prompt every prompt of a batch starts with runs once
-    for the batch), the cache is copied for each completion, and only the completions run on top of it. On the
-    48 held-out preference pairs (prompt ~45 tokens, ~20 of them the system prompt; answers ~27) that took 0.65 of
-    the time of scoring every full sequence (``python bench/scoring.py``: 9.1 s vs 14.2 s, 2 CPU cores). The
-    scores agree with a full forward pass to float rounding (``tests/test_evaluation.py``). ``batch_size``
-    counts prompts per pass.
+    Each batch is one padded forward pass over prompt + answer (as TRL scores a pair's chosen and rejected
+    answers), with sequences of similar length batched together so that little of it is padding.
     """
     encoded = _encode(tokenizer, pairs, max_length)
-    groups = _shared_prefixes(encoded)
-    prefix_len = {i: len(prefix) for prefix, members in groups for i in members}
-    order = sorted(range(len(groups)), key=lambda g: (len(groups[g][0]), len(groups[g][1])))  # pad less
-    was_training = model.training
-    model.eval()
-    device = _device(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    keep = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
+    answer_len = [min(sum(mask), len(ids) - 1) for ids, mask in encoded]  # the answer is the sequence's end
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     results: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
-    try:
-        for start in range(0, len(order), batch_size):
-            chunk = [groups[g] for g in order[start : start + batch_size]]
-            members = [i for _, group in chunk for i in group]
-            owner = torch.tensor([row for row, (_, group) in enumerate(chunk) for _ in group], device=device)
-            suffixes = [encoded[i][0][prefix_len[i] :] for i in members]
-            width = max(len(s) for s in suffixes)
-            suffix_ids = _pad(suffixes, pad).to(device)
-            suffix_attn = _pad([[1] * len(s) for s in suffixes], 0).to(device)
-            answer = _pad([encoded[i][1][prefix_len[i] :] for i in members], 0).bool().to(device)
-            lengths = torch.tensor([prefix_len[i] for i in members], device=device)
-            position_ids = lengths[:, None] + torch.arange(width, device=device)[None, :]
-            cache, prompt_attn = _prompt_cache(model, [prefix for prefix, _ in chunk], owner, pad, keep)
-            attn = suffix_attn if cache is None else torch.cat([prompt_attn, suffix_attn], dim=1)
-            logits = model(input_ids=suffix_ids, attention_mask=attn, position_ids=position_ids,
-                           past_key_values=cache, use_cache=cache is not None).logits[:, :-1]
-            target = answer[:, 1:]  # token t is predicted from position t-1
-            # only the answer positions go to fp32: small even for a 128k vocabulary
-            picked = logits[target].float().log_softmax(-1)
-            token_logps = picked.gather(-1, suffix_ids[:, 1:][target].unsqueeze(-1)).squeeze(-1)
-            counts = target.sum(-1).tolist()
-            for i, part, n in zip(members, torch.split(token_logps, counts), counts, strict=True):
-                results[i] = (float(part.sum()), int(n))
-    finally:
-        if was_training:
-            model.train()
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        logps = token_logps(model, [encoded[i][0] for i in batch], last=max(answer_len[i] for i in batch))
+        for i, row in zip(batch, logps, strict=True):
+            results[i] = (float(row[-answer_len[i]:].sum()), answer_len[i])
     return results
 
 
-@torch.no_grad()
-def token_logps(model: Any, input_ids: Sequence[int]) -> torch.Tensor:
-    """log p(token t | the tokens before it) for t = 1..n-1 of one unpadded sequence, in eval mode (fp32, CPU).
-
-    The brick of a loss by hand: mask these as a trainer does (answer tokens only, or every token for ORPO's
-    NLL term), then sum or average them.
-    """
-    ids = list(input_ids)
-    if len(ids) < 2:
-        raise ValueError(f"token_logps: need at least 2 tokens (one to predict from), got {len(ids)}.")
-    tokens = torch.tensor([ids], device=_device(model))
-    was_training = model.training
-    model.eval()
-    try:
-        logits = model(input_ids=tokens, use_cache=False).logits[0, :-1].float()
-    finally:
-        if was_training:
-            model.train()
-    return logits.log_softmax(-1).gather(-1, tokens[0, 1:, None]).squeeze(-1).cpu()
-
-
-def heldout_loss(
-    model: Any, tokenizer: Any, dataset: Any, max_length: int | None = None, batch_size: int = 8
-) -> float:
+def heldout_loss(model: Any, tokenizer: Any, dataset: Any, max_length: int | None = None, batch_size: int = 8) -> float:
     """Mean negative log-likelihood per answer token on held-out SFT rows (prompt tokens masked out)."""
     rows = list(dataset)
     if not rows:
         raise ValueError("heldout_loss: the dataset is empty.")
-    scores = _answer_logps(
-        model, tokenizer, [_split_row(r, i) for i, r in enumerate(rows)], max_length, batch_size
-    )
+    scores = _answer_logps(model, tokenizer, [split_row(r, i) for i, r in enumerate(rows)], max_length, batch_size)
     total = sum(s for s, _ in scores)
     count = sum(n for _, n in scores)
     return -total / count
@@ -248,7 +163,7 @@ def completion_logps(
     rows = list(dataset)
     if not rows:
         raise ValueError("completion_logps: the dataset is empty.")
-    pairs = [_split_row(r, i) for i, r in enumerate(rows)]
+    pairs = [split_row(r, i) for i, r in enumerate(rows)]
     return [total for total, _ in _answer_logps(model, tokenizer, pairs, max_length, batch_size)]
 
 
@@ -269,9 +184,7 @@ def preference_pairs(
     for idx, row in enumerate(rows):
         missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
         if missing:
-            raise ValueError(
-                f"row {idx}: preference rows need 'prompt', 'chosen', 'rejected'; missing {missing}."
-            )
+            raise ValueError(f"row {idx}: preference rows need 'prompt', 'chosen', 'rejected'; missing {missing}.")
         pairs += [(row["prompt"], row["chosen"]), (row["prompt"], row["rejected"])]
     scores = _answer_logps(model, tokenizer, pairs, max_length, batch_size)
     return [
@@ -442,7 +355,7 @@ def sample_groups(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], re
     message lists, the rows' other columns as keyword lists) weighted by ``weights``, and their log-probs."""
     import time
 
-    from .models import generate
+    from labhelpers.models import generate
 
     if len(reward_funcs) != len(weights):
         raise ValueError(f"sample_groups: {len(reward_funcs)} reward functions but {len(weights)} weights.")
@@ -467,3 +380,41 @@ def sample_groups(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], re
     return SampledGroups(prompts=[row["prompt"] for row in rows], completions=group(texts), rewards=group(totals),
                          logps=group([s for s, _ in scored]), lengths=group([n for _, n in scored]), seconds=seconds,
                          decode_steps=calls * max_new_tokens, rows=min(batch_size, len(prompts)))
+
+
+# ---------------------------------------------------------------------------------------------- score cache
+def weights_fingerprint(model: Any) -> str:
+    """A short hash of every parameter's name, shape, dtype and sums: equal for the same weights, different once
+    an adapter has trained (reading the weights once costs well under a second for the embedded model)."""
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            values = param.detach().double()
+            digest.update(f"{name}{tuple(param.shape)}{param.dtype}{float(values.sum())!r}"
+                          f"{float(values.abs().sum())!r}".encode())
+    return digest.hexdigest()[:16]
+
+
+def source_hash(*code: Any) -> str:
+    """A short hash of the source of ``code`` (modules, functions, classes): editing any of it changes it."""
+    return hashlib.sha256("\0".join(inspect.getsource(c) for c in code).encode()).hexdigest()[:16]
+
+
+def cached(lab: Any, kind: str, key: Sequence[Any], compute: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
+    """``compute()``'s scores, kept in ``outputs/<profile>/cache/<kind>/`` under a hash of ``key``.
+
+    The key holds the weights' fingerprint, the scoring code's hash, the rows and the settings, so scores are read
+    back only for the same weights scored the same way: labs that start from the same model score it once and the
+    others read the numbers back (said in one printed line). The file is written atomically.
+    """
+    digest = hashlib.sha256(json.dumps(list(key), sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = lab.output_dir / "cache" / kind / f"{digest}.json"
+    if path.is_file():
+        print(f"(the same weights were scored on these {what} before: read from {path})")
+        return json.loads(path.read_text())
+    scores = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(scores))
+    tmp.replace(path)  # atomic: a half-written file is never read back
+    return scores

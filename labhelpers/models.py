@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from .profiles import PROFILE_VAR, profile, resolve_model
+from labhelpers.profiles import PROFILE_VAR, profile, resolve_model
 
 Messages = list[dict[str, str]]
 
 
-def _resolve(name_or_path: str) -> str:
+def model_path(name_or_path: str) -> str:
     """``"model"`` / ``"big_model"`` mean the current profile's models; anything else is resolved as given."""
     if name_or_path in ("model", "big_model"):
         return profile(verbose=False).resolve(name_or_path)
@@ -67,7 +67,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
-    path = _resolve(name_or_path)
+    path = model_path(name_or_path)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     quant = bnb_config(quantization)
@@ -124,7 +124,7 @@ def load_tokenizer(name_or_path: str = "model", *, padding_side: str = "right", 
 
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side={padding_side!r}: use 'right' (training) or 'left' (generation).")
-    path = _resolve(name_or_path)
+    path = model_path(name_or_path)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if not getattr(tok, "chat_template", None):
         raise ValueError(

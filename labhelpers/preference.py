@@ -14,16 +14,15 @@ questions, a wrong fact only from knowing the topic.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from . import evaluation, task
-from .models import generate
+from labhelpers import evaluation, task
+from labhelpers.models import generate
+from labhelpers.results import result_row
 
 MEASURES = {"summed": ("margin", "accuracy"), "per_token": ("margin_per_token", "accuracy_per_token"),
             "odds_ratio": ("log_odds_ratio", "accuracy_per_token")}  # same sign as the per-token margin
@@ -34,16 +33,8 @@ _NAMES = {"accuracy": "preference accuracy", "margin": "mean margin (nats)",
 
 
 def scoring_code_hash() -> str:
-    """A short hash of the code that computes a cached score (the ``evaluation`` and ``task`` modules, ``generate``
-    and ``score_heldout``): editing any of it changes the cache key, so no stale file is read back."""
-    import hashlib
-    import inspect
-
-    from . import models
-
-    parts = [inspect.getsource(evaluation), inspect.getsource(task), inspect.getsource(models.generate),
-             inspect.getsource(score_heldout)]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    """The hash of the code behind a cached score (``evaluation``, ``task``, ``generate``, ``score_heldout``)."""
+    return evaluation.source_hash(evaluation, task, generate, score_heldout)
 
 
 @dataclass
@@ -60,30 +51,6 @@ class HeldoutScores:
         return evaluation.summarize_pairs(self.pairs)
 
 
-def weights_fingerprint(model: Any) -> str:
-    """A short hash of every parameter's name, shape, dtype and sums: equal for the same weights, different once
-    an adapter has trained (reading the weights once costs well under a second for the embedded model)."""
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            values = param.detach().double()
-            digest.update(f"{name}{tuple(param.shape)}{param.dtype}{float(values.sum())!r}"
-                          f"{float(values.abs().sum())!r}".encode())
-    return digest.hexdigest()[:16]
-
-
-def _cache_file(model: Any, tokenizer: Any, rows: list[dict[str, Any]], lab: Any, n_show: int) -> Path:
-    import hashlib
-
-    key = json.dumps([scoring_code_hash(), weights_fingerprint(model), getattr(tokenizer, "name_or_path", ""), rows,
-                      lab.max_length, n_show, lab.eval_max_new_tokens], sort_keys=True, default=str)
-    return lab.output_dir / "cache" / "preference" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
-
-
 def score_heldout(model: Any, tokenizer: Any, heldout: Any, lab: Any, n_show: int = 4,
                   batch_size: int = 16, cache: bool = True) -> HeldoutScores:
     """Score every held-out pair (answer tokens only, chat template) and answer the first ``n_show`` prompts.
@@ -94,21 +61,17 @@ def score_heldout(model: Any, tokenizer: Any, heldout: Any, lab: Any, n_show: in
     another fingerprint, so scores after training are always computed.
     """
     rows = list(heldout)
-    path = _cache_file(model, tokenizer, rows, lab, n_show) if cache else None
-    if path is not None and path.is_file():
-        saved = json.loads(path.read_text())
-        print(f"(the same weights were scored on these {len(rows)} pairs by an earlier lab: read from {path})")
-        return HeldoutScores(saved["pairs"], saved["answers"], saved["task"])
-    pairs = evaluation.preference_pairs(model, tokenizer, rows, batch_size=batch_size, max_length=lab.max_length)
     show = rows[:n_show]
-    answers = generate(model, tokenizer, [r["prompt"] for r in show], max_new_tokens=lab.eval_max_new_tokens)
-    scores = HeldoutScores(pairs, answers, task.task_metrics(answers, task.expected_labs(show)))
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pairs": pairs, "answers": answers, "task": scores.task}))
-        tmp.replace(path)  # atomic: a half-written file is never read back
-    return scores
+
+    def compute() -> dict[str, Any]:
+        pairs = evaluation.preference_pairs(model, tokenizer, rows, batch_size=batch_size, max_length=lab.max_length)
+        answers = generate(model, tokenizer, [r["prompt"] for r in show], max_new_tokens=lab.eval_max_new_tokens)
+        return {"pairs": pairs, "answers": answers, "task": task.task_metrics(answers, task.expected_labs(show))}
+
+    key = [scoring_code_hash(), evaluation.weights_fingerprint(model), getattr(tokenizer, "name_or_path", ""), rows,
+           lab.max_length, n_show, lab.eval_max_new_tokens]
+    return HeldoutScores(**(evaluation.cached(lab, "preference", key, compute, f"{len(rows)} pairs") if cache
+                            else compute()))
 
 
 @dataclass
@@ -119,20 +82,20 @@ class StartingPoint:
     model: Any
     peft_config: Any
     description: str
-    memory_before: Any  # memory_report() before the weights were loaded
+    memory_before: Any  # report_memory() before the weights were loaded
 
 
-def starting_point(lab: Any, from_lab03: bool = False) -> StartingPoint:
+def load_starting_model(lab: Any, from_lab03: bool = False) -> StartingPoint:
     """Load the profile's instruct model (or, with ``from_lab03``, lab 03's SFT adapter on it) with memory bookends.
 
     Prints memory before/after loading and the weights' size; without lab 03's adapter on disk it says so and
     starts from the instruct model (never required).
     """
-    from .memory import memory_report
-    from .models import count_parameters, load_model
-    from .training import lora_config
+    from labhelpers.memory import report_memory
+    from labhelpers.models import count_parameters, load_model
+    from labhelpers.training import lora_config
 
-    mem_start = memory_report()  # libraries imported, no weights loaded yet
+    mem_start = report_memory()  # libraries imported, no weights loaded yet
     model = load_model()
     peft_config = lora_config(lab)
     description = "the instruct model"
@@ -149,7 +112,7 @@ def starting_point(lab: Any, from_lab03: bool = False) -> StartingPoint:
     print(f"start: {description}; {count_parameters(model)['total'] / 1e6:,.0f} M parameters, "
           f"{weight_bytes / 1e9:.2f} GB of weights ({next(model.parameters()).dtype})")
     print("memory before loading:", mem_start)
-    print("memory after loading :", memory_report())
+    print("memory after loading :", report_memory())
     return StartingPoint(model, peft_config, description, mem_start)
 
 
@@ -321,14 +284,10 @@ class PreferenceComparison:
             if kind in self.kinds:
                 row[f"accuracy_{kind}_before"] = self.accuracy("before", kind)
                 row[f"accuracy_{kind}_after"] = self.accuracy("after", kind)
-        if summary is not None:
-            row.update(peak_memory_gb=summary.peak_memory_gb, wall_time_s=summary.wall_time_s,
-                       tokens_per_s=summary.tokens_per_s, steps=summary.steps)
-        row.update(extra)
-        return {k: v for k, v in row.items() if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
+        return result_row(row, summary, **extra)
 
 
-def compare(method: str, before: HeldoutScores, after: HeldoutScores, heldout: Any,
+def compare_heldout(method: str, before: HeldoutScores, after: HeldoutScores, heldout: Any,
             measure: str = "summed") -> PreferenceComparison:
     """Compare a method's held-out scores before and after training on the margin it optimises (``measure``):
     "summed" (DPO, KTO), "per_token" (SimPO) or "odds_ratio" (ORPO's log odds ratio)."""

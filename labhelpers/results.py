@@ -14,32 +14,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .profiles import Profile, outputs_root, profile
-from .task import REJECTED_KINDS
+from labhelpers.profiles import Profile, outputs_root, profile
+from labhelpers.task import REJECTED_KINDS
 
 RESULTS_FILE = "results.jsonl"
-COLUMNS = [
-    "method",
-    "accuracy_before",
-    "accuracy_after",
-    "margin_before",
-    "margin_after",
-    "heldout_loss_before",
-    "heldout_loss_after",
-    "peak_memory_gb",
-    "wall_time_s",
-    "tokens_per_s",
-    "steps",
-    "profile",
-    "model",
-    "timestamp",
-]
+COLUMNS = ["method", "accuracy_before", "accuracy_after", "margin_before", "margin_after", "heldout_loss_before",
+           "heldout_loss_after", "peak_memory_gb", "wall_time_s", "tokens_per_s", "steps", "profile", "model",
+           "timestamp"]
 
 
 def results_path(profile_name: str | None = None) -> Path:
     """``outputs/<profile>/results.jsonl`` (``$LABS_OUTPUT_DIR`` respected); default: the current profile."""
     name = profile_name or profile(verbose=False).name
     return outputs_root() / name / RESULTS_FILE
+
+
+def result_row(figures: dict[str, Any], summary: Any = None, **extra: Any) -> dict[str, Any]:
+    """A lab's row for ``save_result``: its measured ``figures``, a ``TrainSummary``'s memory, time, throughput and
+    steps, and ``extra``; a figure that is missing or not finite is left out, never invented."""
+    row = dict(figures)
+    if summary is not None:
+        row.update(peak_memory_gb=summary.peak_memory_gb, wall_time_s=summary.wall_time_s,
+                   tokens_per_s=summary.tokens_per_s, steps=summary.steps)
+    row.update(extra)
+    return {k: v for k, v in row.items() if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
 
 
 def _check(row: dict[str, Any]) -> dict[str, Any]:
@@ -57,9 +55,7 @@ def _check(row: dict[str, Any]) -> dict[str, Any]:
         try:
             json.dumps(value)
         except TypeError as err:
-            raise TypeError(
-                f"save_result: field {key!r} ({type(value).__name__}) is not JSON-serialisable."
-            ) from err
+            raise TypeError(f"save_result: field {key!r} ({type(value).__name__}) is not JSON-serialisable.") from err
         clean[key] = value
     return clean
 
@@ -141,9 +137,7 @@ def preference_rows(
             and (key == "eval_pairs" or _value(row, key) is not None)
         ]  # a row without a start: not recorded
         if differs:
-            notes.append(
-                f"{method}: left out, scored another way: {'; '.join(differs)}; rerun labs/{name}.ipynb"
-            )
+            notes.append(f"{method}: left out, scored another way: {'; '.join(differs)}; rerun labs/{name}.ipynb")
         else:
             kept.append(row)
     return pd.DataFrame(kept, columns=df.columns if kept else ["method"]), notes
@@ -199,9 +193,7 @@ def preference_findings(rows: Any) -> list[str]:
         share = "" if improved is None else f"{improved:.0%} of pairs gained margin; "
         lines.append(f"{row['method'].upper()} ({row.get('measure', '?')} margin): {share}accuracy on "
                      + (", ".join(moves) or "no per-kind figures saved") + ".")  # fmt: skip
-    per_step = {
-        r["method"]: (_get(r, "wall_time_s"), _get(r, "steps"), _get(r, "reference_passes")) for r in records
-    }
+    per_step = {r["method"]: (_get(r, "wall_time_s"), _get(r, "steps"), _get(r, "reference_passes")) for r in records}
     timed = {m: (s / n, p) for m, (s, n, p) in per_step.items() if s is not None and n and p is not None}
     with_ref = {m: t for m, (t, p) in timed.items() if p > 0}
     without = {m: t for m, (t, p) in timed.items() if p == 0}

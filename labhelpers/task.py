@@ -38,9 +38,7 @@ LAB_NAMES: dict[int, str] = {
     10: "deploy to Ollama",
 }
 _LAB_NUMBER = r"(?:10|[0-9])"
-_FORMAT = re.compile(
-    r"Answer:[ \t]*(?P<answer>\S[^\n]*?)[ \t]*\r?\nLab:[ \t]*3\.1\.(?P<lab>" + _LAB_NUMBER + r")"
-)
+_FORMAT = re.compile(r"Answer:[ \t]*(?P<answer>\S[^\n]*?)[ \t]*\r?\nLab:[ \t]*3\.1\.(?P<lab>" + _LAB_NUMBER + r")")
 _LAB_LINE = re.compile(r"^[ \t]*Lab:[ \t]*3\.1\.(?P<lab>\d+)[ \t]*\r?$", re.MULTILINE)
 
 
@@ -100,8 +98,7 @@ def reference_answer(row: Mapping[str, Any]) -> str:
             assistant = [m for m in value if m.get("role") == "assistant"]
             if assistant:
                 return assistant[-1]["content"]
-    raise KeyError(f"row has no reference answer (fields: {sorted(row)}); expected messages, chosen or "
-                   "completion")
+    raise KeyError(f"row has no reference answer (fields: {sorted(row)}); expected messages, chosen or completion")
 
 
 def expected_labs(rows: Iterable[Mapping[str, Any]]) -> list[int]:
@@ -110,8 +107,7 @@ def expected_labs(rows: Iterable[Mapping[str, Any]]) -> list[int]:
     for i, row in enumerate(rows):
         lab = cited_lab(reference_answer(row))
         if lab is None:
-            raise ValueError(f"row {i}: the reference answer has no 'Lab: 3.1.N' line: "
-                             f"{reference_answer(row)!r}")
+            raise ValueError(f"row {i}: the reference answer has no 'Lab: 3.1.N' line: {reference_answer(row)!r}")
         labs.append(lab)
     return labs
 

@@ -18,13 +18,15 @@ from typing import Any
 
 import torch
 
-from .callbacks import LivePlotCallback, NanGuardCallback, ThroughputCallback
-from .memory import track_memory
-from .profiles import Profile, profile
+from labhelpers.callbacks import LivePlotCallback, NanGuardCallback, ThroughputCallback
+from labhelpers.deploy.merge import Stopwatch, TimedPath
+from labhelpers.memory import track_memory
+from labhelpers.profiles import Profile, profile
 
 __all__ = [
     "sft_config", "dpo_config", "simpo_config", "orpo_config", "kto_config", "lora_config",
-    "grpo_config", "lab03_adapter", "as_prompt_completion", "with_lengths", "last_checkpoint", "resume_point", "train", "TrainSummary",
+    "grpo_config", "lab03_adapter", "as_prompt_completion", "with_lengths", "last_checkpoint", "resume_point",
+    "train", "TrainSummary",
     "LivePlotCallback", "NanGuardCallback", "ThroughputCallback",
 ]  # fmt: skip
 
@@ -44,7 +46,7 @@ def _steps(lab: Profile, kind: str) -> int:
     fixed = lab.sft_steps if kind == "sft" else lab.grpo_settings().steps if kind == "grpo" else lab.pref_steps
     if fixed is not None:
         return fixed
-    from .schedules import schedule
+    from labhelpers.schedules import schedule
 
     return schedule(lab, kind, verbose=False).steps
 
@@ -130,9 +132,7 @@ def _preference(lab: Profile, output_dir: str | Path, group_by_length: bool, ste
     return base
 
 
-def dpo_config(
-    lab: Profile | None, output_dir: str | Path, *, group_by_length: bool = False, **overrides: Any
-) -> Any:
+def dpo_config(lab: Profile | None, output_dir: str | Path, *, group_by_length: bool = False, **overrides: Any) -> Any:
     """``trl.DPOConfig``: sigmoid loss, beta 0.1; with a PEFT model the reference is the adapter switched off.
 
     ``padding_free`` is not set: TRL 1.16 disabled it for DPO (it warns and pads). Length grouping is
@@ -164,9 +164,7 @@ def simpo_config(
     return CPOConfig(**_merge(base, overrides))
 
 
-def orpo_config(
-    lab: Profile | None, output_dir: str | Path, *, group_by_length: bool = False, **overrides: Any
-) -> Any:
+def orpo_config(lab: Profile | None, output_dir: str | Path, *, group_by_length: bool = False, **overrides: Any) -> Any:
     """``trl.experimental.orpo.ORPOConfig``: SFT loss + ``beta`` (lambda) x odds ratio.
 
     lambda and the learning rate come from the profile: the paper's 0.1 on the full profile; the smoke profile's
@@ -220,27 +218,28 @@ def grpo_config(lab: Profile | None, output_dir: str | Path, **overrides: Any) -
     return GRPOConfig(**_merge(base, overrides))
 
 
-def lab03_adapter(lab: Profile | None, out_dir: str | Path, quick: bool = True) -> Path:
+def lab03_adapter(lab: Profile | None, out_dir: str | Path, quick: bool = True) -> TimedPath:
     """Lab 03's adapter when it is current, else an SFT adapter trained here into ``out_dir/adapter``.
 
     Current: trained on this profile's model (its ``adapter_config.json``) and written after the last change to
-    the code that trains it (``export.adapter_outdated``). Otherwise it says why and trains an SFT with the same
-    helpers, so a lab that builds on lab 03 runs standalone: ``quick`` (smoke: 6 small steps, enough to change
+    the code that trains it (``deploy.merge.adapter_outdated``). Otherwise it says why and trains an SFT with the
+    same helpers, so a lab that builds on lab 03 runs standalone: ``quick`` (smoke: 6 small steps, enough to change
     the answers, not to make them good: lab 10 only compares files) or lab 03's own schedule (``quick=False``:
-    lab 12 needs a model that writes the format).
+    lab 12 needs a model that writes the format). Returns the adapter's folder and the time this took.
     """
     from trl import SFTTrainer
 
-    from .data import load_lab_dataset
-    from .export import adapter_base, adapter_matches, adapter_outdated
-    from .models import load_model, load_tokenizer
+    from labhelpers.data import load_lab_dataset
+    from labhelpers.deploy.merge import adapter_base, adapter_matches, adapter_outdated
+    from labhelpers.models import load_model, load_tokenizer
 
+    clock = Stopwatch()
     lab = _lab(lab)
     lab03 = lab.output_dir / "03_lora_sft" / "adapter"
     changed = adapter_outdated(lab03)  # code files newer than the adapter (all of them if there is none)
     if adapter_matches(lab03, "model") and not changed:
         print(f"using the adapter from lab 3.1.3: {lab03}")
-        return lab03
+        return clock.done(lab03)
     if not lab03.exists():
         why = "not found"
     elif not adapter_matches(lab03, "model"):
@@ -262,7 +261,7 @@ def lab03_adapter(lab: Profile | None, out_dir: str | Path, quick: bool = True) 
     adapter_dir = Path(out_dir) / "adapter"
     trainer.save_model(adapter_dir)  # adapter_model.safetensors + adapter_config.json
     tokenizer.save_pretrained(adapter_dir)
-    return adapter_dir
+    return clock.done(adapter_dir)
 
 
 def lora_config(lab: Profile | None = None, r: int | None = None, **overrides: Any) -> Any:
@@ -302,9 +301,7 @@ def as_prompt_completion(dataset: Any) -> Any:
     def split(row: dict[str, Any], idx: int) -> dict[str, Any]:
         msgs = row["messages"]
         if len(msgs) < 2 or msgs[-1].get("role") != "assistant":
-            raise ValueError(
-                f"row {idx}, field 'messages': the last of at least two messages must be the assistant's."
-            )
+            raise ValueError(f"row {idx}, field 'messages': the last of at least two messages must be the assistant's.")
         return {"prompt": msgs[:-1], "completion": [msgs[-1]]}
 
     return dataset.map(split, with_indices=True, remove_columns=["messages"])
@@ -312,7 +309,7 @@ def as_prompt_completion(dataset: Any) -> Any:
 
 def with_lengths(dataset: Any, tokenizer: Any) -> Any:
     """Add the ``length`` column (tokens of prompt + longer answer) that length-grouped sampling reads."""
-    from .evaluation import chat_tokens
+    from labhelpers.evaluation import chat_tokens
 
     def length(row: dict[str, Any]) -> dict[str, int]:
         answers = [row[k] for k in ("chosen", "rejected", "completion") if k in row]

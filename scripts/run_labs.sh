@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec "${LABS_VENV:-.venv}/bin/python" -m labhelpers.runner "$@"
+exec "${LABS_VENV:-.venv}/bin/python" -m labhelpers.harness.runner "$@"

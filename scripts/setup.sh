@@ -82,10 +82,10 @@ if [ -z "${LABS_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 && ! com
 fi
 
 # Refuse a llama.cpp built for another CPU than the portable level (checked in a child: a bad build may crash).
-LABS_LLAMA_NATIVE=${LABS_LLAMA_NATIVE:-0} python -m labhelpers.native --check-build
+LABS_LLAMA_NATIVE=${LABS_LLAMA_NATIVE:-0} python -m labhelpers.deploy.native --check-build
 
 # The embedded model, materialised once (its progress bars are kept out of the set-up log; errors are shown).
-if ! out=$(HF_HUB_OFFLINE=1 python -c "from labhelpers.embedded import embedded_model_dir; print('[setup] embedded model:', embedded_model_dir())" 2>&1); then
+if ! out=$(HF_HUB_OFFLINE=1 python -c "from labhelpers.profiles import embedded_model_dir; print('[setup] embedded model:', embedded_model_dir())" 2>&1); then
   echo "$out" >&2
   exit 1
 fi

@@ -19,7 +19,7 @@ def own_outputs_and_no_inherited_seed(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def embedded_dir():
     """The materialised embedded model folder (created once per machine)."""
-    from labhelpers.embedded import embedded_model_dir
+    from labhelpers.profiles import embedded_model_dir
 
     return embedded_model_dir()
 
@@ -83,7 +83,8 @@ def lab():
 
 
 def _cpu_peak_bytes(fn) -> int:
-    """Peak bytes of the CPU tensors alive at once while ``fn()`` runs (above those alive before), from torch's profiler."""
+    """Peak bytes of the CPU tensors alive at once while ``fn()`` runs (above those alive before), from torch's
+    profiler."""
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import Action, MemoryProfile
 

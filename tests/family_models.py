@@ -33,8 +33,8 @@ ZEPHYR_TEMPLATE = (
 QWEN2_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
     "You are a helpful assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
-    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
-    "{% endif %}"
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 # mistralai/Mistral-7B-Instruct-v0.2, tokenizer_config.json, "chat_template" (user/assistant only)
 MISTRAL_TEMPLATE = (
@@ -125,7 +125,7 @@ FAMILIES: dict[str, Family] = {
 
 
 def _embedded_dir() -> Path:
-    from labhelpers.embedded import embedded_model_dir
+    from labhelpers.profiles import embedded_model_dir
 
     return Path(embedded_model_dir())
 
@@ -176,7 +176,8 @@ CHECKPOINT_DTYPES = ("float16", "bfloat16", "float32")
 
 
 def qwen2_from_embedded(folder: str | Path, dtype: str = "float16") -> Path:
-    """The embedded SmolLM2-135M as a Qwen2-architecture chat model (zero q/k/v biases, Zephyr template), saved in ``dtype``.
+    """The embedded SmolLM2-135M as a Qwen2-architecture chat model (zero q/k/v biases, Zephyr template), saved
+    in ``dtype``.
 
     SmolLM2 is a Llama: the same RMSNorm, rotary and SwiGLU as Qwen2, so its weights load into Qwen2 unchanged
     and the added biases start at zero (the model answers like SmolLM2 and trains like any Qwen2).

@@ -18,8 +18,7 @@ import torch
 
 import labhelpers as lh
 from labhelpers import preference, training
-from labhelpers.capacity import preflight
-from labhelpers.planning import plan_memory
+from labhelpers.memory import plan_memory, preflight
 
 LAB_05_OPTIMIZER_ON_CPU = "adamw_torch"  # lab 05 cell 10: paged_adamw_8bit needs CUDA; a CPU run uses AdamW
 LAB_05_OPTIMIZER_ON_GPU = "paged_adamw_8bit"
@@ -111,7 +110,7 @@ def lab_preference(lab_name: str, prof: Any, out: Path, steps: int) -> LabRun:
     plan = lh.schedule(prof, "preference", tokenizer, rows=data, verbose=False)
     args = make_config(prof, out / "checkpoints")
     short = make_config(prof, out / "checkpoints", max_steps=steps)
-    start = preference.starting_point(prof)  # the instruct model + a fresh LoRA config, as labs 06-09 start
+    start = preference.load_starting_model(prof)  # the instruct model + a fresh LoRA config, as labs 06-09 start
     trainer = trainer_cls(model=start.model, args=short, train_dataset=data, processing_class=tokenizer,
                           peft_config=start.peft_config)
     return LabRun(lab_name, plan, args, short, trainer)
@@ -126,7 +125,7 @@ def lab09_kto(prof: Any, out: Path, steps: int) -> LabRun:
     plan = lh.schedule(prof, "kto", tokenizer, rows=data, verbose=False)
     args = training.kto_config(prof, out / "checkpoints")
     short = training.kto_config(prof, out / "checkpoints", max_steps=steps)
-    start = preference.starting_point(prof)
+    start = preference.load_starting_model(prof)
     trainer = KTOTrainer(model=start.model, args=short, train_dataset=data, processing_class=tokenizer,
                          peft_config=start.peft_config)
     return LabRun("09_kto", plan, args, short, trainer)
@@ -142,14 +141,16 @@ def lab12_grpo(prof: Any, out: Path, steps: int) -> LabRun:
 
     tokenizer = lh.load_tokenizer()
     data = lh.load_lab_dataset("sft", split="train", limit=prof.sft_train_rows)
-    rows = [{"prompt": r["messages"][:-1], "expected_lab": n} for r, n in zip(data, task.expected_labs(data), strict=False)]
+    rows = [{"prompt": r["messages"][:-1], "expected_lab": n}
+            for r, n in zip(data, task.expected_labs(data), strict=False)]
     plan = lh.schedule(prof, "grpo", tokenizer, rows=data, verbose=False)
 
     def format_reward(completions, **kwargs):
         return [1.0 if task.format_ok(c[0]["content"]) else 0.0 for c in completions]
 
     def lab_reward(completions, expected_lab, **kwargs):
-        return [1.0 if task.cited_lab(c[0]["content"]) == e else 0.0 for c, e in zip(completions, expected_lab, strict=False)]
+        return [1.0 if task.cited_lab(c[0]["content"]) == e else 0.0
+                for c, e in zip(completions, expected_lab, strict=False)]
 
     args = training.grpo_config(prof, out / "checkpoints", reward_weights=[1.0, 1.0])
     short = training.grpo_config(prof, out / "checkpoints", reward_weights=[1.0, 1.0], max_steps=steps)

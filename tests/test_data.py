@@ -13,13 +13,13 @@ import pytest
 
 from labhelpers import profiles
 from labhelpers.data import (
-    KINDS,
+    DATASET_KINDS,
     SPLITS,
     DataValidationError,
     check_no_overlap,
     data_dir,
     data_path,
-    describe,
+    describe_dataset,
     load_lab_dataset,
     preference_to_kto,
     prompt_messages,
@@ -60,27 +60,27 @@ def write(tmp_path: Path, name: str, lines: list) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- shipped files
-@pytest.mark.parametrize("kind, split", [(k, s) for k in KINDS for s in SPLITS])
+@pytest.mark.parametrize("kind, split", [(k, s) for k in DATASET_KINDS for s in SPLITS])
 def test_shipped_file_is_valid_and_big_enough(kind, split):
     data = rows(kind, split)
     assert len(data) >= MIN_ROWS[kind, split]
 
 
-@pytest.mark.parametrize("kind, split", [(k, s) for k in KINDS for s in SPLITS])
+@pytest.mark.parametrize("kind, split", [(k, s) for k in DATASET_KINDS for s in SPLITS])
 def test_shipped_file_has_no_duplicate_prompts(kind, split):
     counts = Counter(prompt_text(r).strip().casefold() for r in rows(kind, split))
     assert [p for p, n in counts.items() if n > 1] == []
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", DATASET_KINDS)
 def test_heldout_prompts_never_appear_in_train(kind):
     check_no_overlap(data_path(kind, "train"), data_path(kind, "heldout"))
 
 
 def test_no_heldout_prompt_or_answer_of_any_kind_is_in_any_train_file():
-    train_prompts = {prompt_text(r) for k in KINDS for r in rows(k, "train")}
-    train_answers = {reply(r) for k in KINDS for r in rows(k, "train")}
-    for kind in KINDS:
+    train_prompts = {prompt_text(r) for k in DATASET_KINDS for r in rows(k, "train")}
+    train_answers = {reply(r) for k in DATASET_KINDS for r in rows(k, "train")}
+    for kind in DATASET_KINDS:
         held = rows(kind, "heldout")
         assert not {prompt_text(r) for r in held} & train_prompts
         assert not {reply(r) for r in held if r.get("label", True)} & train_answers
@@ -94,7 +94,7 @@ def test_every_reference_answer_has_the_task_format(kind):
 
 def test_preference_lengths_are_not_confounded():
     for split in SPLITS:
-        info = describe(load_lab_dataset("preference", split=split), verbose=False)
+        info = describe_dataset(load_lab_dataset("preference", split=split), verbose=False)
         assert 0.8 <= info["length_ratio"] <= 1.25 and info["warnings"] == []
         for r in rows("preference", split):
             assert 0.67 <= len(r["chosen"][0]["content"]) / len(r["rejected"][0]["content"]) <= 1.5
@@ -133,7 +133,7 @@ def test_build_script_check_passes_on_the_shipped_files():
 
 def test_build_script_is_deterministic_and_check_detects_drift(tmp_path):
     subprocess.run([sys.executable, str(BUILD), "--out", str(tmp_path)], check=True, capture_output=True)
-    for kind in KINDS:
+    for kind in DATASET_KINDS:
         for split in SPLITS:
             assert (tmp_path / f"{kind}_{split}.jsonl").read_bytes() == data_path(kind, split).read_bytes()
     (tmp_path / "kto_train.jsonl").write_text("{}\n")
@@ -144,7 +144,7 @@ def test_build_script_is_deterministic_and_check_detects_drift(tmp_path):
 
 def test_readme_row_counts_match_the_files():
     readme = (ROOT / "data" / "README.md").read_text()
-    for kind in KINDS:
+    for kind in DATASET_KINDS:
         for split in SPLITS:
             name = f"{kind}_{split}.jsonl"
             match = re.search(rf"`{name}`\s*\|\s*([\d,]+)", readme)
@@ -234,7 +234,8 @@ def test_a_file_that_is_not_utf8_is_named_with_its_line_and_the_fix(tmp_path):
 def test_a_utf8_file_with_a_byte_order_mark_loads(tmp_path):
     path = tmp_path / "excel.jsonl"
     row = {"messages": u("Qué es LoRA?") + a("Answer: x\nLab: 3.1.1")}
-    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(row, ensure_ascii=False) + "\r\n").encode("utf-8"))  # spreadsheet tools
+    # spreadsheet tools
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(row, ensure_ascii=False) + "\r\n").encode("utf-8"))
     assert load_lab_dataset(path, kind="sft")[0]["messages"] == row["messages"]
 
 
@@ -244,7 +245,7 @@ def test_rows_max_length_cuts_are_named_with_file_and_line(tmp_path, tokenizer):
              {"messages": u(long_prompt) + a("Answer: a long one.\nLab: 3.1.3")},
              {"messages": u("Which lab covers DPO? " * 4) + a("Answer: " + "word " * 80 + "\nLab: 3.1.6")}]
     path = write(tmp_path, "mine.jsonl", lines)
-    info = describe(load_lab_dataset(path, kind="sft"), tokenizer=tokenizer, max_length=128, verbose=False)
+    info = describe_dataset(load_lab_dataset(path, kind="sft"), tokenizer=tokenizer, max_length=128, verbose=False)
     assert info["answer_cut_off_rows"] == [f"{path}, line 2"]
     assert info["longer_rows"] == [f"{path}, line 2", f"{path}, line 3"] and info["longer_than_max_length"] == 2
     dropped, cut = info["warnings"]
@@ -252,7 +253,7 @@ def test_rows_max_length_cuts_are_named_with_file_and_line(tmp_path, tokenizer):
     assert f"{path}, line 2" in dropped and f"{path}, line 3" not in dropped
     assert "2 row(s) longer than max_length=128" in cut and f"{path}, line 3" in cut
     # a dataset made from it (select, map) has lost its file: its rows are named by index
-    again = describe(load_lab_dataset(path, kind="sft").select([1, 2]), tokenizer=tokenizer, max_length=128,
+    again = describe_dataset(load_lab_dataset(path, kind="sft").select([1, 2]), tokenizer=tokenizer, max_length=128,
                      verbose=False)  # fmt: skip
     assert again["longer_rows"] == ["row 0", "row 1"]
 
@@ -348,33 +349,33 @@ def test_overlap_between_train_and_heldout_names_both_lines(tmp_path):
     assert "train.jsonl line 2" in str(info.value)
 
 
-# ----------------------------------------------------------------------------------- describe, convert
+# ----------------------------------------------------------------------------------- describe_dataset, convert
 def pref_set(chosen_words: int, rejected_words: int, n: int = 4) -> list[dict]:
     return [{"prompt": u(f"question {i}"), "chosen": a(" ".join(["good"] * chosen_words)),
              "rejected": a(" ".join(["bad"] * rejected_words))} for i in range(n)]
 
 
 def test_describe_warns_on_a_length_confounded_preference_set(capsys):
-    info = describe(pref_set(50, 5))
+    info = describe_dataset(pref_set(50, 5))
     assert info["length_ratio"] == 10.0
     assert "length bias" in info["warnings"][0]
     assert "WARNING: chosen/rejected mean length ratio 10.00" in capsys.readouterr().out
 
 
 def test_describe_is_quiet_on_a_balanced_preference_set():
-    info = describe(pref_set(20, 22), verbose=False)
+    info = describe_dataset(pref_set(20, 22), verbose=False)
     assert info["warnings"] == [] and 0.9 < info["length_ratio"] < 1.0
 
 
 def test_describe_reports_kto_label_balance(capsys):
     good = sum(row["label"] for row in rows("kto", "train")[:20])  # counted from the file, not copied
-    info = describe(load_lab_dataset("kto", limit=20))
+    info = describe_dataset(load_lab_dataset("kto", limit=20))
     assert (info["desirable"], info["undesirable"]) == (good, 20 - good)
     assert f"{good} desirable / {20 - good} undesirable" in capsys.readouterr().out
 
 
 def test_describe_counts_tokens_with_a_tokenizer(tokenizer):
-    info = describe(load_lab_dataset("sft", limit=16), tokenizer=tokenizer, max_length=256, verbose=False)
+    info = describe_dataset(load_lab_dataset("sft", limit=16), tokenizer=tokenizer, max_length=256, verbose=False)
     assert info["unit"] == "tokens" and info["longer_than_max_length"] == 0
     assert info["sequence_length"]["max"] > info["answer_length"]["max"]
 

@@ -1,17 +1,17 @@
-"""The full profile's disk plan (labhelpers.storage.disk_plan) and the lab 00 check that uses it."""
+"""The full profile's disk plan (labhelpers.disk.plan_disk) and the lab 00 check that uses it."""
 
 from __future__ import annotations
 
 import math
 
+from labhelpers.arch import arch_spec
+from labhelpers.deploy.gguf import GGUF_QUANT_TYPES
+from labhelpers.disk import plan_disk
 from labhelpers.envcheck import check_disk
-from labhelpers.gguf import GGUF_QUANT_TYPES
-from labhelpers.model_configs import arch_spec
-from labhelpers.storage import disk_plan
 
 
 def test_disk_plan_adds_downloads_lab10_files_adapters_and_checkpoints():
-    plan = disk_plan()
+    plan = plan_disk()
     by = {i.what: i.bytes for i in plan.items}
     n8, n70 = arch_spec("llama-3.1-8b").n_params, arch_spec("llama-3.1-70b").n_params
     assert by["llama-3.1-8b download"] == by["merged bf16 model"] == by["f16 GGUF"] == 2 * n8
@@ -24,24 +24,24 @@ def test_disk_plan_adds_downloads_lab10_files_adapters_and_checkpoints():
 
 
 def test_disk_plan_grows_with_rank_and_kept_checkpoints():
-    base = disk_plan()
-    assert disk_plan(rank=64).total > base.total
-    assert disk_plan(save_total_limit=0).total < base.total
+    base = plan_disk()
+    assert plan_disk(rank=64).total > base.total
+    assert plan_disk(save_total_limit=0).total < base.total
 
 
 def test_lab00_disk_check_recommends_the_plan_total(tmp_path):
     check = check_disk(tmp_path)
     assert not check.required
-    assert f"disk plan: {math.ceil(disk_plan().total / 1e9)} GB" in check.detail
+    assert f"disk plan: {math.ceil(plan_disk().total / 1e9)} GB" in check.detail
     assert check_disk(tmp_path, recommended_gb=1e9).ok is False
 
 
 def test_qlora_checkpoints_hold_trls_bf16_adapter_and_paged_8bit_adam_states():
-    from labhelpers.planning import plan_memory
+    from labhelpers.memory import plan_memory
 
     n = plan_memory("llama-3.1-70b", method="qlora").trainable_params
-    by = {i.what: i for i in disk_plan().items}
+    by = {i.what: i for i in plan_disk().items}
     row = by["QLoRA adapter + 2 checkpoints, r=16"]
     assert row.bytes == int((2 + 2 * (2 + 2 + 8 / 256)) * n) and "bf16 adapter" in row.how
     assert by["adapters + 2 checkpoints, r=16"].how.startswith("42 M LoRA parameters x (4 + 2 x 12) bytes")
-    assert disk_plan(big_optimizer="adamw").items[-1].bytes == (2 + 2 * (2 + 4)) * n  # bf16 Adam states
+    assert plan_disk(big_optimizer="adamw").items[-1].bytes == (2 + 2 * (2 + 4)) * n  # bf16 Adam states

@@ -76,7 +76,8 @@ def test_launch_and_two_spark_commands():
     gpu = distributed.launch_command("out", config_file="fsdp.yaml", method="dpo")
     assert gpu[3:5] == ["--config_file", "fsdp.yaml"] and "--multi_gpu" not in gpu and "dpo" in gpu
     text = distributed.two_spark_commands("fsdp.yaml", main_ip="192.168.100.10")
-    assert "--machine_rank 0" in text and "--machine_rank 1" in text and text.count("--main_process_ip 192.168.100.10") == 2
+    assert ("--machine_rank 0" in text and "--machine_rank 1" in text
+            and text.count("--main_process_ip 192.168.100.10") == 2)
     assert "NCCL_SOCKET_IFNAME=enp1s0f1np1" in text
 
 

@@ -183,7 +183,8 @@ def test_every_faq_answer_links_the_lab_that_demonstrates_it():
     without = [s.splitlines()[0] for s in sections if not lab_link.search(s)]
     assert not without, f"FAQ answers without a link to a lab: {without}"
     linked = {m for s in sections for m in lab_link.findall(s)}
-    assert linked == {stem[:2] for stem in LABS}, f"labs never linked from the FAQ: {sorted({s[:2] for s in LABS} - linked)}"
+    assert linked == {stem[:2] for stem in LABS}, (
+        f"labs never linked from the FAQ: {sorted({s[:2] for s in LABS} - linked)}")
 
 
 def _without_comments(code: str) -> str:
@@ -218,7 +219,7 @@ def test_code_blocks_use_current_apis_and_no_sudo_in_python():
 
 
 def test_drop_caches_is_shown_only_as_a_host_terminal_command():
-    from labhelpers.capacity import DROP_CACHES as command  # the one the preflight message prints
+    from labhelpers.memory import DROP_CACHES as command  # the one the preflight message prints
 
     # what the kernel needs: dirty pages written first (sync), then page cache, dentries and inodes (3), as root
     assert re.fullmatch(r"sudo sh -c '(sync; )echo 3 > /proc/sys/vm/drop_caches'", command), command
@@ -248,17 +249,19 @@ def test_computed_tables_are_what_the_code_gives_now():
 
 def test_smoke_times_come_only_from_a_runner_summary():
     snap = _make_tables().load_snapshot()
-    table = (DOCS / "LAB_PREP.md").read_text().split("<!-- table:lab-times -->")[1].split("<!-- /table:lab-times -->")[0]
+    table = ((DOCS / "LAB_PREP.md").read_text()
+             .split("<!-- table:lab-times -->")[1].split("<!-- /table:lab-times -->")[0])
     if snap is None:
         assert "not measured yet" in table and not re.search(r"\|\s*\d+(\.\d+)?\s*\|\s*$", table, flags=re.M)
         return
-    assert snap["command"] == "python -m labhelpers.runner" and snap["labs"], snap
+    assert snap["command"] == "python -m labhelpers.harness.runner" and snap["labs"], snap
     for row in snap["labs"]:
         assert set(row) == {"lab", "status", "wall_s"} and row["lab"] in LABS, row
 
 
 def test_docker_run_in_lab_prep_matches_the_dockerfile():
-    header = [line.lstrip("#").strip() for line in (ROOT / "Dockerfile.ngc").read_text().splitlines() if line.startswith("#")]
+    header = [line.lstrip("#").strip() for line in (ROOT / "Dockerfile.ngc").read_text().splitlines()
+              if line.startswith("#")]
     start = next(i for i, line in enumerate(header) if line.startswith("docker run"))
     run = []
     for line in header[start:]:
@@ -310,7 +313,8 @@ ALPHA_TWO_R = [
     # in words: "alpha = twice the rank", "alpha is double r", "alpha of twice the chosen rank"
     re.compile(rf"(?:alpha|α)\s*(?:=|:|\bis\b|\bof\b)\s*(?:twice|double)\s+(?:the\s+)?(?:\w+\s+)?{_RANK}", re.I),
     # code: "lora_alpha=2 * r", "lora_alpha=2*rank", "lora_alpha=r * 2", "lora_alpha=2 * lab.lora_rank"
-    re.compile(rf"lora_alpha\s*=\s*(?:2\s*\*\s*(?:[\w.]*\.)?{_RANK}|(?:[\w.]*\.)?(?:r|rank|lora_rank)\s*\*\s*2\b)", re.I),
+    re.compile(rf"lora_alpha\s*=\s*(?:2\s*\*\s*(?:[\w.]*\.)?{_RANK}"
+               rf"|(?:[\w.]*\.)?(?:r|rank|lora_rank)\s*\*\s*2\b)", re.I),
     # an alpha computed on a line of its own: "2 * r", "2*rank", "2 * RANK"
     re.compile(rf"\b2\s*\*\s*{_RANK}", re.I),
 ]
@@ -454,10 +458,9 @@ def _raised(fn) -> str:
 def test_troubleshooting_quotes_the_messages_the_code_raises(monkeypatch, tmp_path):
     from labhelpers import profiles
     from labhelpers.callbacks import NAN_ADVICE
-    from labhelpers.capacity import preflight
-    from labhelpers.native import NativeCrash
-    from labhelpers.ollama import _unavailable
-    from labhelpers.planning import plan_memory
+    from labhelpers.deploy.native import NativeCrash
+    from labhelpers.deploy.ollama import _unavailable
+    from labhelpers.memory import plan_memory, preflight
 
     doc = (DOCS / "TROUBLESHOOTING.md").read_text()
     monkeypatch.delenv("LABS_MODEL", raising=False)
@@ -600,7 +603,7 @@ def test_make_tables_snapshot_keeps_only_measured_fields(tmp_path, monkeypatch):
     assert "| 3 |" in make_tables.table_lab_times()
     bad = tmp_path / "other.json"
     bad.write_text("{}")
-    with pytest.raises(SystemExit, match="not a labhelpers.runner summary"):
+    with pytest.raises(SystemExit, match="not a labhelpers.harness.runner summary"):
         make_tables.snapshot(bad)
 
 
@@ -626,7 +629,7 @@ def test_make_tables_full_run_merges_full_profile_summaries(tmp_path, monkeypatc
     assert json.loads((tmp_path / "full_cpu_run.json").read_text()) == snap
     smoke = tmp_path / "smoke.json"
     smoke.write_text(json.dumps({"profile": "smoke", "model": "embedded", "labs": []}))
-    with pytest.raises(SystemExit, match="not a labhelpers.runner summary of a full-profile run"):
+    with pytest.raises(SystemExit, match="not a labhelpers.harness.runner summary of a full-profile run"):
         make_tables.full_run([smoke])
 
 
@@ -660,7 +663,7 @@ def test_troubleshooting_quotes_the_hub_and_converter_errors(monkeypatch):
     message = _raised(lambda: profiles.profile(verbose=False))
     quoted = message.split(" (no route to host)")[0]
     assert quoted.endswith("cannot be reached from here") and quoted in doc, message
-    from labhelpers.gguf import _converter_refusal
+    from labhelpers.deploy.gguf import _converter_refusal
 
     refusal = _converter_refusal("BPE pre-tokenizer was not recognized", Path("/models/merged"))
     assert " ".join(refusal.split(" tokenizer in ")[0].split()) in " ".join(doc.split()), refusal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from labhelpers.embedded import embedded_model_dir, gguf_path, is_materialised
+from labhelpers.profiles import embedded_model_dir, gguf_path, is_materialised
 
 
 def test_gguf_ships_inside_the_package():

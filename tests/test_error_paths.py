@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from labhelpers import export as ex
-from labhelpers import ollama as ol
+from labhelpers import deploy as ex
+from labhelpers.deploy import ollama as ol
 
 
 def adapter_folder(folder: Path, base: str, weights: str | None = "adapter_model.safetensors") -> Path:
@@ -128,7 +128,7 @@ def test_export_gguf_needs_a_merged_folder(tmp_path):
 
 
 def test_export_gguf_reports_a_failed_conversion_with_the_log_tail(embedded_dir, tmp_path, monkeypatch):
-    import labhelpers.gguf as g
+    import labhelpers.deploy.gguf as g
 
     monkeypatch.setattr(g.importlib.util, "find_spec", lambda name, *a: object())  # the converter "is installed"
     monkeypatch.setattr(g.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(
@@ -139,16 +139,17 @@ def test_export_gguf_reports_a_failed_conversion_with_the_log_tail(embedded_dir,
 
 
 def test_quantize_gguf_needs_its_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"f16\.gguf not found: create it with export_gguf\(\.\.\., outtype='f16'\)"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"f16\.gguf not found: create it with export_gguf\(\.\.\., outtype='f16'\)"):
         ex.quantize_gguf(tmp_path / "f16.gguf", tmp_path / "q4.gguf")
 
 
 def test_quantize_gguf_reports_llama_cpp_refusing(tmp_path, monkeypatch):
-    import labhelpers.gguf as g
-    import labhelpers.native as native
+    import labhelpers.deploy.gguf as g
+    import labhelpers.deploy.native as native
 
     source = write_gguf(tmp_path / "f16.gguf", None)
-    monkeypatch.setattr(g, "_require_llama_cpp", lambda what: None)
+    monkeypatch.setattr(g, "require_llama_cpp", lambda what: None)
     monkeypatch.setattr(native, "run_isolated", lambda *a, **kw: (1, "llama_model_quantize: failed to quantize\n"))
     with pytest.raises(RuntimeError, match=r"(?s)llama\.cpp could not quantize .*f16\.gguf to Q4_K_M \(code 1\):"
                                            r".*failed to quantize"):
@@ -199,12 +200,12 @@ def test_load_lab_dataset_refuses_a_second_kind_and_a_zero_limit():
 
 
 def test_describe_refuses_an_empty_dataset_and_unknown_columns():
-    from labhelpers.data import describe
+    from labhelpers.data import describe_dataset
 
-    with pytest.raises(ValueError, match=r"describe\(\) got an empty dataset"):
-        describe([])
+    with pytest.raises(ValueError, match=r"describe_dataset\(\) got an empty dataset"):
+        describe_dataset([])
     with pytest.raises(ValueError, match=r"cannot tell the dataset kind from columns \['question'\]; pass kind="):
-        describe([{"question": "What is LoRA?"}])
+        describe_dataset([{"question": "What is LoRA?"}])
 
 
 # ----------------------------------------------------------------------------------- evaluation.py

@@ -158,12 +158,13 @@ def test_token_logps_sum_over_the_answer_is_the_pair_score(model, tokenizer):
     pair = preference_pairs(model, tokenizer, [row])[0]
     for side in ("chosen", "rejected"):
         ids, mask = chat_tokens(tokenizer, row["prompt"], row[side])
-        logps = token_logps(model, ids)
+        logps = token_logps(model, [ids])[0]
         assert logps.shape == (len(ids) - 1,) and bool((logps <= 0).all())
+        assert torch.allclose(token_logps(model, [ids], last=5)[0], logps[-5:], atol=1e-5)  # the answer's end only
         answer = torch.tensor(mask[1:], dtype=torch.bool)  # token t is predicted from position t-1
         assert float(logps[answer].sum()) == pytest.approx(pair[f"{side}_logp"], abs=1e-3)
-    with pytest.raises(ValueError, match="need at least 2 tokens"):
-        token_logps(model, ids[:1])
+    with pytest.raises(ValueError, match="needs at least 2 tokens"):
+        token_logps(model, [ids, ids[:1]])
 
 
 def test_preference_metrics_names_the_missing_field(model, tokenizer):
@@ -187,36 +188,31 @@ def test_side_by_side_table_and_text():
         side_by_side(prompts, ["only one"], ["a", "b"])
 
 
-def test_scoring_runs_each_prompt_once_and_matches_a_full_forward_pass(model, tokenizer):
-    """Completions of one prompt share a cached pass over it; every score still equals the unbatched full pass."""
+def test_scoring_is_one_padded_pass_per_batch_and_matches_each_sequence_alone(model, tokenizer):
+    """A batch of prompt + answer sequences of different lengths runs as one left-padded forward pass; every score
+    equals the sequence scored alone (no padding), whatever the batch size."""
     from labhelpers.evaluation import completion_logps, token_logps
 
     pairs = preference_rows()
     rows = [{"prompt": r["prompt"], "completion": r[side]} for r in pairs for side in ("chosen", "rejected")]
     rows.append({"prompt": [{"role": "user", "content": "A much longer question, " * 6 + "alone?"}],
                  "completion": [{"role": "assistant", "content": "Answer: yes\nLab: 3.1.2"}]})  # fmt: skip
-    full = []
+    alone = []
     for row in rows:
         ids, mask = chat_tokens(tokenizer, row["prompt"], row["completion"])
-        full.append((len(ids), float(token_logps(model, ids)[torch.tensor(mask[1:], dtype=torch.bool)].sum())))
-    seen = []
-    backbone = model.get_decoder()
-    handle = backbone.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"].ne(-1).sum().item()),
-                                                with_kwargs=True)
+        alone.append(float(token_logps(model, [ids])[0][torch.tensor(mask[1:], dtype=torch.bool)].sum()))
+    passes = []
+    handle = model.get_decoder().register_forward_pre_hook(lambda m, a, kw: passes.append(kw["input_ids"].shape),
+                                                           with_kwargs=True)
     try:
         for batch_size in (1, 2, 16):
-            seen.clear()
+            passes.clear()
             scores = completion_logps(model, tokenizer, rows, batch_size=batch_size)
-            assert scores == pytest.approx([s for _, s in full], abs=1e-3), f"batch_size={batch_size}"
+            assert scores == pytest.approx(alone, abs=1e-3), f"batch_size={batch_size}"
+            assert len(passes) == -(-len(rows) // batch_size), (batch_size, passes)
     finally:
         handle.remove()
-    # one batch of 16 prompts, three passes: the system prompt they all start with (one row), the rest of each
-    # prompt once (padded), the completions; fewer tokens in all, padding included, than the full sequences
-    first = chat_tokens(tokenizer, rows[0]["prompt"], rows[0]["completion"])[0]
-    other = chat_tokens(tokenizer, rows[-1]["prompt"], rows[-1]["completion"])[0]
-    shared = next(j for j, (a, b) in enumerate(zip(first, other, strict=False)) if a != b)  # system prompt's tokens
-    assert len(seen) == 3 and seen[0] == shared > 0, (seen, shared)
-    assert sum(seen) < sum(n for n, _ in full), (seen, [n for n, _ in full])
+    assert passes[0][0] == len(rows)  # batch_size 16: every row in one pass
 
 
 def test_log_odds_ratio_is_orpos_formula_with_the_per_token_margins_sign():
@@ -259,7 +255,8 @@ def test_sampled_groups_reweight_the_same_samples_toward_a_policy(model, tokeniz
     shift = [a - b for a, b in zip(groups.margins(likelier), groups.margins(), strict=False)]
     assert shift == pytest.approx(expected_shift)
     # a drift of every token's log-prob by the same amount shifts no preference, whatever the lengths
-    drift = [[lp - 0.5 * n for lp, n in zip(g, ns, strict=False)] for g, ns in zip(groups.logps, groups.lengths, strict=False)]
+    drift = [[lp - 0.5 * n for lp, n in zip(g, ns, strict=False)]
+             for g, ns in zip(groups.logps, groups.lengths, strict=False)]
     assert groups.margins(drift) == pytest.approx(groups.margins(), abs=1e-9)
     assert 0.0 <= groups.zero_spread <= 1.0
     with pytest.raises(ValueError, match="row 1 has no 'prompt'"):

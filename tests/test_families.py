@@ -20,8 +20,8 @@ from datasets import Dataset
 from family_models import FAMILIES, build_family
 
 from labhelpers import training as T
-from labhelpers.evaluation import heldout_loss
-from labhelpers.export import (
+from labhelpers.arch import arch_spec
+from labhelpers.deploy import (
     ConverterUnsupported,
     export_gguf,
     merge_adapter,
@@ -29,13 +29,14 @@ from labhelpers.export import (
     verify_gguf,
     write_modelfile,
 )
-from labhelpers.model_configs import arch_spec
+from labhelpers.deploy.ollama import _CHECK_CHATS, ollama_template, render_ollama_prompt
+from labhelpers.evaluation import heldout_loss
+from labhelpers.memory import plan_memory
 from labhelpers.models import load_model, load_tokenizer
-from labhelpers.ollama import _CHECK_CHATS, ollama_template, render_ollama_prompt
-from labhelpers.planning import plan_memory
 
 STEPS = dict(max_steps=2, per_device_train_batch_size=2, save_strategy="no", logging_steps=1, max_length=64)
-BOS_FIRST = re.compile(r"\{\{-?\s*bos_token\s*-?\}\}")  # a template that writes BOS itself: {{ bos_token }}, {{- bos_token }}
+# a template that writes BOS itself: {{ bos_token }}, {{- bos_token }}
+BOS_FIRST = re.compile(r"\{\{-?\s*bos_token\s*-?\}\}")
 
 
 def writes_bos(fam) -> bool:
@@ -173,7 +174,8 @@ def test_4bit_gradients_do_not_change_after_an_evaluation(family, lab):
     model = load_model(str(folder), quantization="4bit", for_training=True)
     four_bit = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
     assert len(four_bit) == model.config.num_hidden_layers * len(fam.linear_modules)
-    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in four_bit)  # load_model turned the repacking off
+    # load_model turned the repacking off
+    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in four_bit)
     peft_model = get_peft_model(model, T.lora_config(lab, r=4, lora_dropout=0.0, init_lora_weights=False))
     ids = torch.randint(3, 1000, (1, 12))
 

@@ -20,7 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 WHEELS = ROOT / "scripts" / "gpu_wheels.sh"
-LABS = ("lab03_lora_sft", "lab04_neftune", "lab05_qlora", "lab06_dpo", "lab07_simpo", "lab08_orpo", "lab09_kto", "lab12_grpo")
+LABS = ("lab03_lora_sft", "lab04_neftune", "lab05_qlora", "lab06_dpo", "lab07_simpo", "lab08_orpo", "lab09_kto",
+        "lab12_grpo")
 
 
 def _check_module():

@@ -8,10 +8,19 @@ import json
 import pytest
 import torch
 
-from labhelpers.capacity import DROP_CACHES, PreflightError, preflight, sparks_needed
-from labhelpers.memory import memory_report, track_memory
-from labhelpers.model_configs import KNOWN_CONFIGS, arch_spec
-from labhelpers.planning import NF4_BYTES, MemoryPlan, plan_memory, plot_memory
+from labhelpers.arch import KNOWN_CONFIGS, arch_spec
+from labhelpers.memory import (
+    DROP_CACHES,
+    NF4_BYTES,
+    MemoryPlan,
+    PreflightError,
+    plan_memory,
+    plot_memory,
+    preflight,
+    report_memory,
+    sparks_needed,
+    track_memory,
+)
 
 SPARK = 128e9
 TINY = dict(model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=2,
@@ -108,8 +117,9 @@ def test_optimizer_and_method_change_the_right_components():
 
 
 @pytest.mark.parametrize("method, dtype, targets, dropout", [
-    ("lora", "fp32", "all-linear", 0.0), ("full", "fp32", "all-linear", 0.0), ("lora", "fp32", ["q_proj", "v_proj"], 0.0),
-    ("lora", "bf16", "all-linear", 0.0), ("lora", "fp32", "all-linear", 0.05), ("lora", "bf16", "all-linear", 0.05)])
+    ("lora", "fp32", "all-linear", 0.0), ("full", "fp32", "all-linear", 0.0),
+    ("lora", "fp32", ["q_proj", "v_proj"], 0.0), ("lora", "bf16", "all-linear", 0.0),
+    ("lora", "fp32", "all-linear", 0.05), ("lora", "bf16", "all-linear", 0.05)])
 def test_activation_estimate_counts_the_tensors_autograd_saves(method, dtype, targets, dropout, saved_bytes_per_token):
     model, inner = _tiny_lora_model(method, rank=4, targets=targets, dropout=dropout)
     if dtype == "bf16":
@@ -167,7 +177,8 @@ def test_chunked_lm_head_term_is_the_peak_of_trls_fused_head(tokens, cpu_peak_by
         (-out[0].sum()).backward()
 
     measured = cpu_peak_bytes(fused)
-    chunked = plan_memory(CHUNKED, method="qlora", batch=1, seq_len=tokens, dtype="fp32", device="cpu", lm_head="chunked")
+    chunked = plan_memory(CHUNKED, method="qlora", batch=1, seq_len=tokens, dtype="fp32", device="cpu",
+                          lm_head="chunked")
     full = plan_memory(CHUNKED, method="qlora", batch=1, seq_len=tokens, dtype="fp32", device="cpu")
     assert measured == pytest.approx(chunked.logits, rel=0.05)
     # on a CPU the fold's fp32 tiles (32,768 wide) outweigh the full logits' 12 bytes x 49,152 per token
@@ -230,7 +241,8 @@ def test_packed_batch_keeps_a_block_mask_per_layer_as_the_plan_counts():
     for seq in (32, 64):  # two rows packed padding-free into one sequence, positions restarting per row
         ids = torch.randint(0, TINY["vocab_size"], (1, batch * seq))
         causal, no_masks = _saved_and_masks(model, inner.model.layers[1], ids)
-        packed, masks = _saved_and_masks(model, inner.model.layers[1], ids, position_ids=torch.arange(seq).repeat(batch)[None])
+        packed, masks = _saved_and_masks(model, inner.model.layers[1], ids,
+                                         position_ids=torch.arange(seq).repeat(batch)[None])
         assert no_masks == [] and masks == [(batch * seq) ** 2] * TINY["num_hidden_layers"]  # one shared bool mask
         extra[batch * seq] = packed - causal
     (l1, d1), (l2, d2) = extra.items()
@@ -308,7 +320,8 @@ def test_preflight_without_available_plans_against_this_machines_free_memory(mon
 # ------------------------------------------------------------------------------------------ per rank
 def _tiny_counts(r: int) -> dict[str, int]:
     """TINY's parameters by hand: Llama layer = q, k, v, o + gate, up, down; 2 RMSNorms per layer + a final one."""
-    h, inter, layers, vocab = TINY["hidden_size"], TINY["intermediate_size"], TINY["num_hidden_layers"], TINY["vocab_size"]
+    h, inter, layers, vocab = (TINY["hidden_size"], TINY["intermediate_size"],
+                               TINY["num_hidden_layers"], TINY["vocab_size"])
     kv = TINY["num_key_value_heads"] * h // TINY["num_attention_heads"]
     linear = h * h + 2 * h * kv + h * h + 3 * h * inter  # per layer
     lora = r * ((h + h) + 2 * (h + kv) + (h + h) + 2 * (h + inter) + (inter + h))  # r x (in + out), per layer
@@ -357,7 +370,8 @@ def test_world_size_one_is_the_single_process_plan():
         assert same.breakdown() == one.breakdown() and same.sharding == "none"
 
 
-@pytest.mark.parametrize("kwargs, message", [(dict(world_size=0), "world_size=0"), (dict(world_size=2.0), "world_size=2.0"),
+@pytest.mark.parametrize("kwargs, message", [(dict(world_size=0), "world_size=0"),
+                                             (dict(world_size=2.0), "world_size=2.0"),
                                              (dict(world_size=2, sharding="ddp"), "sharding='ddp'")])
 def test_bad_distributed_input_names_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -420,15 +434,15 @@ def test_integrated_gpu_with_a_full_page_cache_plans_against_mem_available(monke
     # unsloth issue 10704's numbers: CUDA free (MemFree) 41 GiB while MemAvailable stays near 116 GiB
     _fake_machine(monkeypatch, cuda=True, integrated=True, mem_free=41 * GIB, gpu_total=119.7 * GIB,
                   name="NVIDIA Spark-ish iGPU")  # detected from the properties, not from the name "GB10"
-    from labhelpers.memory import _free_memory, is_integrated_gpu
+    from labhelpers.memory import free_memory, is_integrated_gpu
 
     assert is_integrated_gpu()
-    free, where = _free_memory()
+    free, where = free_memory()
     assert free == 116 * GIB and "MemAvailable" in where and "page cache counted as free" in where
     plan = plan_memory("llama-3.1-70b", method="qlora", gradient_checkpointing=True)
     assert 41 * GIB * 0.9 < plan.total < 116 * GIB * 0.9  # MemFree would refuse a run that fits
     assert preflight(plan, verbose=False)["available"] == 116 * GIB
-    report = memory_report()
+    report = report_memory()
     assert report.unified and report.gpu_free == report.system_available == 116 * GIB  # one "free" number
     text = str(report)
     assert "41.0" not in text and "44.02 GB" not in text  # CUDA's MemFree is shown nowhere
@@ -438,11 +452,11 @@ def test_integrated_gpu_with_a_full_page_cache_plans_against_mem_available(monke
 
 def test_discrete_gpu_plans_against_cuda_free_memory(monkeypatch):
     _fake_machine(monkeypatch, cuda=True, integrated=False, mem_free=60e9, gpu_total=141e9, name="NVIDIA H200")
-    from labhelpers.memory import _free_memory, is_integrated_gpu
+    from labhelpers.memory import free_memory, is_integrated_gpu
 
     assert not is_integrated_gpu()
-    assert _free_memory() == (int(60e9), "free on NVIDIA H200")
-    report = memory_report()
+    assert free_memory() == (int(60e9), "free on NVIDIA H200")
+    report = report_memory()
     assert not report.unified and report.gpu_free == int(60e9) and report.system_available == 116 * GIB
     text = str(report)
     assert "GPU 81.00 GB used / 141.00 GB (60.00 GB free)" in text and "page cache" not in text
@@ -450,11 +464,11 @@ def test_discrete_gpu_plans_against_cuda_free_memory(monkeypatch):
 
 def test_cpu_plans_against_mem_available(monkeypatch):
     _fake_machine(monkeypatch, cuda=False, available=20e9, page_cache=5e9)
-    from labhelpers.memory import _free_memory, is_integrated_gpu
+    from labhelpers.memory import free_memory, is_integrated_gpu
 
     assert not is_integrated_gpu()
-    assert _free_memory() == (int(20e9), "MemAvailable (system RAM)")
-    report = memory_report()
+    assert free_memory() == (int(20e9), "MemAvailable (system RAM)")
+    report = report_memory()
     assert report.gpu_free is None and not report.unified and report.system_available == int(20e9)
     assert "page cache" not in str(report) and "\n" not in str(report)
 
@@ -462,7 +476,7 @@ def test_cpu_plans_against_mem_available(monkeypatch):
 # ------------------------------------------------------------------------------------------ report / track / plot
 @pytest.mark.gpu
 def test_memory_report_on_cpu_has_system_fields_and_no_gpu_fields():
-    report = memory_report()
+    report = report_memory()
     if torch.cuda.is_available():
         pytest.skip("CPU-only check")
     assert report.gpu_total is None and report.torch_peak is None

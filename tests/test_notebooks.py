@@ -27,6 +27,24 @@ def test_there_are_labs():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_labs_call_labhelpers_as_lh_with_one_spelling_per_verb(path):
+    """``import labhelpers as lh`` and nothing else from labhelpers; every ``lh.<name>`` is an export, and a
+    namespace's names (``lh.deploy.<name>``) are that namespace's."""
+    import importlib
+
+    import labhelpers as lh
+
+    code = _code(path)
+    lines = [line.strip() for line in code.splitlines() if re.match(r"\s*(from|import)\s+labhelpers\b", line)]
+    assert lines and set(lines) == {"import labhelpers as lh"}, f"{path.name}: {lines}"
+    for name, inner in re.findall(r"(?<![\w.])lh\.(\w+)(?:\.(\w+))?", code):
+        assert name in lh.__all__, f"{path.name}: lh.{name} is not in labhelpers.__all__"
+        if name in lh.NAMESPACES and inner:
+            namespace = importlib.import_module(f"labhelpers.{name}")
+            assert inner in getattr(namespace, "__all__", dir(namespace)), f"{path.name}: lh.{name}.{inner}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_valid_and_committed_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
@@ -53,7 +71,7 @@ SELF_CHECK_HEADING = re.compile(r"^#+ .*self-check", re.I | re.M)
 # own labels
 CONFIG_CALLS = {"profile", "lab_dir", "resolve", "getenv", "with_overrides", "schedule", "with_steps", "estimate_time",
                 "plan_memory", "arch_spec", "param_counts", "flops_per_token", "device_throughput", "sparks_needed",
-                "disk_plan", "launch_command", "two_spark_commands", "decoder_layer_class", "expected_labs",
+                "plan_disk", "launch_command", "two_spark_commands", "decoder_layer_class", "expected_labs",
                 "reference_answer", "prompt_messages", "data_path", "version"}  # fmt: skip
 # calls that pass their arguments' nature through (a length, a sum, a conversion, a container)
 TRANSPARENT_CALLS = {"abs", "all", "any", "bool", "dict", "enumerate", "float", "frozenset", "getattr", "int",
@@ -231,7 +249,8 @@ def _vacuous(test: ast.expr) -> str | None:
         if any(isinstance(op, (ast.Is, ast.IsNot)) for op in test.ops) and any(
                 isinstance(c, ast.Constant) and c.value is None for c in sides):
             return "'is (not) None' checks that something exists, not what it measured"
-        if len(test.ops) == 1 and isinstance(test.ops[0], (ast.GtE, ast.Gt)) and isinstance(test.comparators[0], ast.Constant) \
+        if len(test.ops) == 1 and isinstance(test.ops[0], (ast.GtE, ast.Gt)) \
+                and isinstance(test.comparators[0], ast.Constant) \
                 and test.comparators[0].value in (0, 0.0) and isinstance(test.ops[0], ast.GtE):
             return "non-negativity alone"
     return None
@@ -281,7 +300,8 @@ def self_check_problems(cells) -> list[str]:
                     asserts += 1
                     why = _vacuous(node.test)
                     if why:
-                        structure.append(f"cell {index}, line {node.lineno}: {why}: assert {ast.unparse(node.test)[:80]}")
+                        structure.append(f"cell {index}, line {node.lineno}: {why}: "
+                                         f"assert {ast.unparse(node.test)[:80]}")
                     if tracker.expr(node.test):
                         names = {n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)}
                         uses_earlier |= bool(names & earlier)
@@ -336,7 +356,8 @@ def test_the_self_check_rule_tells_a_measurement_from_a_config_echo():
                      "MIN_DROP = 0.1\ndrop = 1 - loss / 3\nassert drop >= MIN_DROP",
                      "for x in (loss,):\n    assert x < MAX_LOSS",
                      "assert math.isfinite(loss) and loss < MAX_LOSS",
-                     "LIMIT = 2.0 if lab.is_smoke else 1.0  # chosen per profile, then one assert\nassert loss < LIMIT"):
+                     "LIMIT = 2.0 if lab.is_smoke else 1.0  # chosen per profile, then one assert\n"
+                     "assert loss < LIMIT"):
         assert problems(measured) == [], f"flagged: {measured}"
     assert problems("assert loss < 2.0") == [  # measured, but no named bound
         "no Self-check assert compares a measured value with a named bound (e.g. MIN_DROP = 0.2, then assert drop "
@@ -368,7 +389,8 @@ def test_relative_links_resolve(path):
 
 TRAINING_LABS = [p for p in NOTEBOOKS if p.name[:2] in ("03", "04", "05", "06", "07", "08", "09", "12")]
 # a duration typed into prose ("10-15 minutes", "half an hour", "about 2 hours"); computed ones live in code
-QUOTED_DURATION = re.compile(r"\b(\d+(\.\d+)?(\s*-\s*\d+)?\s+(seconds?|minutes?|hours?)|(an?|half an?|one|two|several|a few)"
+QUOTED_DURATION = re.compile(r"\b(\d+(\.\d+)?(\s*-\s*\d+)?\s+(seconds?|minutes?|hours?)"
+                             r"|(an?|half an?|one|two|several|a few)"
                              r"\s+(seconds|minutes?|hours?))\b", re.I)  # not "a second model"
 
 
@@ -421,7 +443,7 @@ def _chains(node: ast.AST) -> set[str]:
 
 
 def headline_problems(cells) -> list[str]:
-    """Why the before/after figures of a lab's ``self_check_passed`` call are not what its Self-check asserts."""
+    """Why the before/after figures of a lab's ``print_self_check`` call are not what its Self-check asserts."""
     section = _self_check_cells(cells)
     assigned: dict[str, ast.expr] = {}  # each name's last assignment, over the whole notebook
     asserted: set[str] = set()
@@ -440,10 +462,10 @@ def headline_problems(cells) -> list[str]:
                             assigned[element.id] = value
             if index in section and isinstance(node, ast.Assert):
                 asserted |= _chains(node.test)
-            if index in section and isinstance(node, ast.Call) and _callee(node.func) == "self_check_passed":
+            if index in section and isinstance(node, ast.Call) and _callee(node.func) == "print_self_check":
                 call = node
     if call is None or len(call.args) < 3:
-        return ["no self_check_passed(figure, before, after) call in the Self-check section"]
+        return ["no print_self_check(figure, before, after) call in the Self-check section"]
     covered = set(asserted)
     for _ in range(2):  # an assert on held_drop = (loss_before - loss_after) / loss_before covers both losses
         for name in [c for c in covered if c in assigned]:
@@ -470,15 +492,16 @@ def test_the_headline_rule_catches_a_figure_nothing_asserts():
     def cells(*sources):
         return [nbformat.v4.new_markdown_cell("## Self-check"), *map(nbformat.v4.new_code_cell, sources)]
 
-    setup = nbformat.v4.new_code_cell("acc_before, acc_after = result.accuracy('before'), result.accuracy('after')\n"
-                                      "fmt_before, fmt_after = result.accuracy('before', 'f'), result.accuracy('after', 'f')")
+    setup = nbformat.v4.new_code_cell(
+        "acc_before, acc_after = result.accuracy('before'), result.accuracy('after')\n"
+        "fmt_before, fmt_after = result.accuracy('before', 'f'), result.accuracy('after', 'f')")
     unasserted = [setup, *cells("assert result.improved > MIN\n"
-                                "lh.self_check_passed('accuracy', acc_before, acc_after)")]
+                                "lh.print_self_check('accuracy', acc_before, acc_after)")]
     assert len(headline_problems(unasserted)) == 2
     asserted = [setup, *cells("gain = fmt_after - fmt_before\nassert gain >= MIN_GAIN\n"
-                              "lh.self_check_passed('broken format', fmt_before, fmt_after)")]
+                              "lh.print_self_check('broken format', fmt_before, fmt_after)")]
     assert not headline_problems(asserted)
-    direct = [setup, *cells("assert fmt_after > fmt_before + MIN\nlh.self_check_passed('f', fmt_before, fmt_after)")]
+    direct = [setup, *cells("assert fmt_after > fmt_before + MIN\nlh.print_self_check('f', fmt_before, fmt_after)")]
     assert not headline_problems(direct)
 
 

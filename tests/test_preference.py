@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from labhelpers import preference, task
+from labhelpers import evaluation, preference, task
 
 
 def pair(prompt: str, chosen: str, rejected: str) -> dict:
@@ -81,22 +81,22 @@ def scores(margins: list[float]) -> preference.HeldoutScores:
 
 def test_pairs_improved_counts_pairs_whose_margin_grew_not_the_mean():
     # one outlier gains 100 nats; the other three lose a little: the mean rises, most pairs did not improve
-    cmp = preference.compare("dpo", scores([-1, -1, -1, -1]), scores([99, -2, -2, -2]), ROWS)
+    cmp = preference.compare_heldout("dpo", scores([-1, -1, -1, -1]), scores([99, -2, -2, -2]), ROWS)
     assert cmp.after.summary["margin"] > cmp.before.summary["margin"]
     assert cmp.improved == 0.25
-    unchanged = preference.compare("dpo", scores([1, -1, 2, -2]), scores([1, -1, 2, -2]), ROWS)
+    unchanged = preference.compare_heldout("dpo", scores([1, -1, 2, -2]), scores([1, -1, 2, -2]), ROWS)
     assert unchanged.improved == 0.0  # an untrained adapter moves nothing
 
 
 def test_accuracy_per_kind_and_the_row():
-    cmp = preference.compare("simpo", scores([-1, 1, -1, 1]), scores([1, 1, -1, -1]), ROWS, measure="per_token")
+    cmp = preference.compare_heldout("simpo", scores([-1, 1, -1, 1]), scores([1, 1, -1, -1]), ROWS, measure="per_token")
     assert cmp.accuracy("before", "broken_format") == 0.0 and cmp.accuracy("after", "broken_format") == 1.0
     assert cmp.accuracy("before", "wrong_fact") == 0.5 and cmp.accuracy("after", "wrong_fact") == 0.0
     assert cmp.accuracy("after") == 0.5
     assert cmp.improved_in("broken_format") == 1.0 and cmp.improved_in("wrong_fact") == 0.0
     with pytest.raises(ValueError, match="kind must be one of"):
         cmp.improved_in("unsafe")
-    no_format = preference.compare("dpo", scores([1, 1, 1]), scores([2, 2, 2]), ROWS[1:])
+    no_format = preference.compare_heldout("dpo", scores([1, 1, 1]), scores([2, 2, 2]), ROWS[1:])
     with pytest.raises(ValueError, match="none of the 3 held-out pairs is of kind 'broken_format'"):
         no_format.improved_in("broken_format")
     table = cmp.by_kind()
@@ -108,9 +108,9 @@ def test_accuracy_per_kind_and_the_row():
 
 def test_compare_refuses_different_pairs_and_unknown_measures():
     with pytest.raises(ValueError, match="score the same pairs before and after"):
-        preference.compare("dpo", scores([1, 2, 3, 4]), scores([1, 2, 3]), ROWS)
+        preference.compare_heldout("dpo", scores([1, 2, 3, 4]), scores([1, 2, 3]), ROWS)
     with pytest.raises(ValueError, match="measure must be one of"):
-        preference.compare("dpo", scores([1, 2, 3, 4]), scores([1, 2, 3, 4]), ROWS, measure="mean")
+        preference.compare_heldout("dpo", scores([1, 2, 3, 4]), scores([1, 2, 3, 4]), ROWS, measure="mean")
 
 
 def test_count_passes_splits_passes_with_and_without_gradients(tiny_llama):
@@ -138,11 +138,11 @@ def test_scores_are_cached_by_weights_and_recomputed_once_they_change(tiny_llama
     again = preference.score_heldout(tiny_llama, tokenizer, ROWS, lab, n_show=1)
     assert "read from" in capsys.readouterr().out and again.pairs == first.pairs
     assert len(list((tmp_path / lab.name / "cache" / "preference").glob("*.json"))) == 1
-    fingerprint = preference.weights_fingerprint(tiny_llama)
+    fingerprint = evaluation.weights_fingerprint(tiny_llama)
     with torch.no_grad():
         tiny_llama.lm_head.weight[0, 0] += 1.0  # "training" changed one weight
     try:
-        assert preference.weights_fingerprint(tiny_llama) != fingerprint
+        assert evaluation.weights_fingerprint(tiny_llama) != fingerprint
         preference.score_heldout(tiny_llama, tokenizer, ROWS, lab, n_show=1)
         assert "read from" not in capsys.readouterr().out
     finally:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from labhelpers.profiles import profile
-from labhelpers.results import load_results, plot_results, results_path, save_result
+from labhelpers.results import load_results, plot_results, result_row, results_path, save_result
 
 
 @pytest.fixture
@@ -148,3 +148,14 @@ def test_plot_results_adds_the_preference_panels_when_the_rows_have_them(lab):
                       "share of pairs whose margin grew", "training time (s); purple: with reference passes",
                       "peak memory (GB)"]  # fmt: skip
     assert len(fig.axes[1].patches) == 3 * 2  # three kinds x two methods
+
+
+def test_result_row_adds_the_training_summary_and_leaves_out_what_was_not_measured():
+    from labhelpers.training import TrainSummary
+
+    summary = TrainSummary(wall_time_s=12.5, steps=8, start_step=0, final_loss=None, tokens_per_s=float("nan"),
+                           trained_tokens=0, nonpad_fraction=1.0, peak_memory_bytes=1_250_000_000, memory_delta_bytes=0,
+                           resumed_from=None, stopped_by_nan=False)
+    row = result_row({"method": "dpo", "accuracy_after": 0.75, "margin_after": None}, summary, note="x")
+    assert row == {"method": "dpo", "accuracy_after": 0.75, "steps": 8, "wall_time_s": 12.5, "peak_memory_gb": 1.25,
+                   "note": "x"}

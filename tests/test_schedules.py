@@ -1,4 +1,4 @@
-"""Schedules sized to the data (labhelpers.schedules) and time estimates computed from them (labhelpers.estimate)."""
+"""Schedules sized to the data (labhelpers.schedules) and time estimates computed from them (labhelpers.schedules)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import math
 
 import pytest
 
-from labhelpers.estimate import (
+from labhelpers.arch import arch_spec
+from labhelpers.profiles import profile
+from labhelpers.schedules import (
     SPARK_BF16_FLOPS,
+    Schedule,
     Throughput,
     device_throughput,
     estimate_time,
     flops_per_token,
+    pack_rows,
+    schedule,
 )
-from labhelpers.model_configs import arch_spec
-from labhelpers.profiles import profile
-from labhelpers.schedules import Schedule, pack_rows, schedule
 
 
 @pytest.fixture
@@ -168,7 +170,7 @@ def test_grpo_schedule_counts_each_completion_with_its_prompt(lab, full, tokeniz
 def test_grpo_time_is_generation_calls_at_the_measured_decode_rate_plus_the_updates(lab, tokenizer):
     from dataclasses import replace
 
-    from labhelpers.estimate import estimate_grpo_time
+    from labhelpers.schedules import estimate_grpo_time
 
     sched = schedule(lab, "grpo", tokenizer, verbose=False)
     cpu = Throughput(1e11, (0.25, 0.8), "test")

@@ -85,7 +85,8 @@ def test_an_override_changes_only_what_follows_from_it(lab, tmp_path):
     # packing off turns padding-free off (it would not enforce max_length); the old transformers name
     # gradient_checkpointing lands on activation_checkpointing, with non-reentrant checkpointing
     checkpointing = {"activation_checkpointing", "activation_checkpointing_kwargs"}
-    assert changed - {"gradient_checkpointing", "gradient_checkpointing_kwargs"} == {"packing", "padding_free"} | checkpointing
+    assert (changed - {"gradient_checkpointing", "gradient_checkpointing_kwargs"}
+            == {"packing", "padding_free"} | checkpointing)
     assert cfg.padding_free is False and cfg.activation_checkpointing_kwargs == {"use_reentrant": False}
     kept = T.sft_config(lab, tmp_path, packing=False, padding_free=True, gradient_checkpointing=True,
                         gradient_checkpointing_kwargs={"use_reentrant": True})

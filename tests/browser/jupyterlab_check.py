@@ -8,7 +8,7 @@ a fresh copy of each lab (the committed notebooks in labs/ are never opened, so 
 outputs). For each lab the browser runs Run > Run All Cells, waits until no cell is queued, saves
 the notebook and checks:
   * in the saved notebook, with the runner's own checks: no error output, no stderr line that
-    labhelpers/quiet.py does not explain, the lab's "Self-check passed" line;
+    labhelpers/messages.py does not explain, the lab's "Self-check passed" line;
   * on the page: tqdm's progress bars render as widgets (not "Loading widget..." or text); the
     training cell (the one with the trainer's progress bar) shows the live loss plot as an image;
     the self-check line is visible.
@@ -35,7 +35,8 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-LABS = {"00": ("00_environment_check", False), "03": ("03_lora_sft", True), "12": ("12_grpo", True)}  # number: (notebook, trains?)
+# number: (notebook, trains?)
+LABS = {"00": ("00_environment_check", False), "03": ("03_lora_sft", True), "12": ("12_grpo", True)}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # Seconds one lab may take from Run All Cells to idle: lab 03 needs about 100 s on 2 idle cores.
@@ -174,7 +175,7 @@ _STATE_JS = """() => {
   return {total: prompts.length, queued: prompts.filter(p => p.includes('*')).length,
           done: prompts.filter(p => /\\[\\d+\\]/.test(p)).length,
           errors: document.querySelectorAll('.jp-Notebook .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] .jp-RenderedText pre').length};
-}"""
+}"""  # noqa: E501 - the stderr-output CSS selector, one line of the JS snippet
 
 
 _KERNEL_IDLE_JS = """() => !document.querySelector('.jp-Dialog') && (
@@ -236,7 +237,8 @@ def check_lab(page, server: JupyterLabServer, name: str, trains: bool, shots: Pa
     import nbformat
 
     from labhelpers import selfcheck
-    from labhelpers.quiet import notebook_stderr
+    from labhelpers.harness.audit import notebook_stderr
+    from labhelpers.harness.report import find_self_check
 
     result, start = LabResult(lab=name), time.monotonic()
     # ?reset: a fresh workspace, so the page shows this lab's tab only.
@@ -260,7 +262,7 @@ def check_lab(page, server: JupyterLabServer, name: str, trains: bool, shots: Pa
     unexecuted = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.get("execution_count") is None]
     if unexecuted and not errors:
         result.problems.append(f"cells {unexecuted[:5]} never ran (page state {state})")
-    check = selfcheck.find(nb)
+    check = find_self_check(nb)
     result.self_check = check.line if check else ""
     if check is None:
         result.problems.append("no 'Self-check passed' line in the saved notebook")

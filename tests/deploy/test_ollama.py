@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from labhelpers.gotemplate import parse
-from labhelpers.ollama import render_ollama_prompt
+from labhelpers.deploy.gotemplate import parse
+from labhelpers.deploy.ollama import render_ollama_prompt
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ollama"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ollama"
 TEMPLATES = sorted(path.stem for path in FIXTURES.glob("*.gotmpl"))
 
 # The three chats of Ollama's TestTemplate (template/template_test.go), keyed by their roles joined by "-",
@@ -71,7 +71,8 @@ _FRIEND = [{"role": "user", "content": "Hello friend!"}, {"role": "assistant", "
      "[INST] Hello friend![/INST] Hello human![INST] What is your name?[/INST] "),
     (_INST + "{{ .Prompt }}[/INST] ", [{"role": "system", "content": "You are a helpful assistant!"}, *_FRIEND],
      "[INST] You are a helpful assistant!\n\nHello friend![/INST] Hello human![INST] What is your name?[/INST] "),
-    ("[INST] {{ .Prompt }}[/INST] {{ .Response }}", [*_FRIEND, {"role": "assistant", "content": "My name is Ollama and I"}],
+    ("[INST] {{ .Prompt }}[/INST] {{ .Response }}",
+     [*_FRIEND, {"role": "assistant", "content": "My name is Ollama and I"}],
      "[INST] Hello friend![/INST] Hello human![INST] What is your name?[/INST] My name is Ollama and I"),
     ('\n{{- range $i, $m := .Messages }}\n{{- if eq .Role "user" }}[INST] {{ .Content }}[/INST] {{ else if eq '
      '.Role "assistant" }}{{ .Content }}{{ end }}\n{{- end }}',

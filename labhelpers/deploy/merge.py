@@ -1,9 +1,4 @@
-"""Deployment, step 1: merge a LoRA adapter into its base model; and the public face of lab 10's helpers.
-
-The chain is ``merge_adapter`` -> ``export_gguf`` -> ``quantize_gguf`` -> ``write_modelfile`` ->
-``verify_gguf`` -> ``ollama_create`` / ``ollama_chat``. The GGUF steps live in :mod:`labhelpers.gguf`
-and :mod:`labhelpers.gguf_verify`, the Ollama steps in :mod:`labhelpers.ollama`; every public name is
-importable from here.
+"""Deployment, step 1: merge a LoRA adapter into its base model (``merge_adapter``).
 
 Two rules shape the merge:
 
@@ -20,68 +15,50 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .disk import NotEnoughDiskSpace, check_disk_space
-from .gguf import (
-    GGUF_QUANT_TYPES,
-    ConverterUnsupported,
-    GGUFInfo,
-    export_gguf,
-    gguf_summary,
-    quantize_gguf,
-    read_gguf_header,
-)
-from .gguf_verify import PromptCheck, VerifyResult, verify_gguf
-from .ollama import (
-    OLLAMA_URL,
-    ModelfileInfo,
-    OllamaUnavailable,
-    ollama_available,
-    ollama_chat,
-    ollama_create,
-    ollama_template,
-    render_ollama_prompt,
-    write_modelfile,
-)
+from labhelpers.disk import check_disk_space
 
-__all__ = [
-    "ConverterUnsupported",
-    "GGUFInfo",
-    "GGUF_QUANT_TYPES",
-    "ModelfileInfo",
-    "NotEnoughDiskSpace",
-    "OLLAMA_URL",
-    "OllamaUnavailable",
-    "PromptCheck",
-    "VerifyResult",
-    "adapter_base",
-    "adapter_matches",
-    "adapter_outdated",
-    "check_disk_space",
-    "estimate_model_bytes",
-    "export_gguf",
-    "gguf_summary",
-    "merge_adapter",
-    "ollama_available",
-    "ollama_chat",
-    "ollama_create",
-    "ollama_template",
-    "quantize_gguf",
-    "read_gguf_header",
-    "render_ollama_prompt",
-    "verify_gguf",
-    "write_modelfile",
-]
+
+@dataclass(frozen=True)
+class TimedPath:
+    """The file or folder a step wrote (``.path``) and how long the step took (``.seconds``); usable as a path."""
+
+    path: Path
+    seconds: float
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:  # the path itself: libraries that take a path call str() on it (transformers does)
+        return str(self.path)
+
+
+class Stopwatch:
+    """Wall time since it was made: ``clock = Stopwatch()`` as a step starts, ``clock.seconds`` as it ends."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def done(self, path: str | os.PathLike[str]) -> TimedPath:
+        """``path`` with the time since the start: what a step that wrote ``path`` returns."""
+        return TimedPath(Path(path), self.seconds)
+
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32")
 
 
 def estimate_model_bytes(model_path: str | Path, dtype: str = "bfloat16") -> int:
-    """Bytes the weights of ``model_path`` take in ``dtype``: parameters counted on the meta device (no weights read)."""
+    """Bytes the weights of ``model_path`` take in ``dtype``: parameters counted on the meta device, no weights read."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -106,12 +83,12 @@ def adapter_base(adapter_dir: str | Path) -> str:
 
 def adapter_matches(adapter_dir: str | Path, base: str = "model") -> bool:
     """True when ``adapter_dir`` holds a peft adapter trained on ``base`` (``"model"`` = the profile's)."""
-    from .models import _resolve
+    from labhelpers.models import model_path
 
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         return False
     trained_on = adapter_base(adapter_dir)
-    return _same_model(trained_on, _resolve(base)) or _same_model(trained_on, base)
+    return _same_model(trained_on, model_path(base)) or _same_model(trained_on, base)
 
 
 def adapter_outdated(adapter_dir: str | Path, sources: Sequence[str | Path] | None = None) -> list[Path]:
@@ -121,7 +98,8 @@ def adapter_outdated(adapter_dir: str | Path, sources: Sequence[str | Path] | No
     ``labs/03_lora_sft.ipynb`` (whose adapter lab 10 reuses). A missing adapter counts as outdated by every file.
     """
     package = Path(__file__).resolve().parent
-    paths = [Path(p) for p in sources] if sources is not None else [package, package.parent / "labs" / "03_lora_sft.ipynb"]
+    default = [package, package.parent / "labs" / "03_lora_sft.ipynb"]
+    paths = [Path(p) for p in sources] if sources is not None else default
     files = [f for p in paths for f in (sorted(p.rglob("*.py")) if p.is_dir() else [p]) if f.is_file()]
     weights = Path(adapter_dir) / "adapter_model.safetensors"
     if not weights.is_file():
@@ -155,25 +133,26 @@ def _checkpoint_dtype(config: Any) -> str:
 
 def merge_adapter(
     base: str,
-    adapter_dir: str | Path,
+    adapter_dir: str | os.PathLike[str],
     out_dir: str | Path,
     overwrite: bool = False,
     *,
     dtype: str | None = None,
     check_base: bool = True,
-) -> Path:
+) -> TimedPath:
     """Merge a LoRA adapter into an unquantized copy of ``base`` and save safetensors + tokenizer + chat template.
 
     ``base``: ``"model"``/``"big_model"`` (the profile's), a folder or a hub id. ``dtype``: the
     merged weights' dtype, by default the base checkpoint's own (bf16 for Llama 3.1, fp16 for the
     embedded model). Refuses an existing ``out_dir`` unless ``overwrite``; writes under a temporary
-    name and renames, so a crash leaves nothing half-written. Returns ``out_dir``.
+    name and renames, so a crash leaves nothing half-written. Returns ``out_dir`` and the merge's wall time.
     """
+    clock = Stopwatch()
     import torch
     from peft import PeftModel
     from transformers import AutoConfig, AutoTokenizer
 
-    from .models import _resolve, load_model
+    from labhelpers.models import load_model, model_path
 
     adapter_dir, out_dir = Path(adapter_dir).expanduser(), Path(out_dir).expanduser()
     trained_on = adapter_base(adapter_dir)
@@ -182,8 +161,9 @@ def merge_adapter(
         hint = " (a .bin adapter: re-save it with safetensors)" if weights[1].is_file() else ""
         raise FileNotFoundError(f"{weights[0]} not found{hint}: pass the folder adapter.save_pretrained() wrote.")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists: pass overwrite=True to replace it, or choose another out_dir.")
-    base_path = _resolve(base)
+        raise FileExistsError(
+            f"{out_dir} already exists: pass overwrite=True to replace it, or choose another out_dir.")
+    base_path = model_path(base)
     if check_base and not _same_model(base_path, trained_on) and not _same_model(base, trained_on):
         raise ValueError(
             f"{adapter_dir} was trained on {trained_on!r} but base={base!r} resolves to {base_path!r}: merge onto "
@@ -250,5 +230,6 @@ def merge_adapter(
     finally:
         del model
     if not _same_model(base_path, trained_on):
-        warnings.warn(f"Merged onto {base_path} although the adapter names {trained_on} (check_base=False).", stacklevel=2)
-    return out_dir
+        warnings.warn(f"Merged onto {base_path} although the adapter names {trained_on} (check_base=False).",
+                      stacklevel=2)
+    return clock.done(out_dir)

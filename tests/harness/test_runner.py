@@ -1,4 +1,4 @@
-"""labhelpers.runner (the instructor's run of every lab) and labhelpers.envcheck (lab 00's checks).
+"""labhelpers.harness.runner (the instructor's run of every lab) and labhelpers.envcheck (lab 00's checks).
 
 The runner runs on three throwaway notebooks in tmp_path (a real kernel each, a few seconds), never on
 the real labs; the environment checks on fakes where the real answer depends on the machine.
@@ -13,9 +13,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from labhelpers import envcheck, runner
+from labhelpers import envcheck
+from labhelpers.harness import runner
 
-PASSED = "import labhelpers as lh\nlh.self_check_passed('held-out loss', {before}, {after})"
+PASSED = "import labhelpers as lh\nlh.print_self_check('held-out loss', {before}, {after})"
 
 
 def _write(folder, name, *sources):
@@ -54,7 +55,7 @@ def test_a_failing_lab_is_reported_with_its_cell_and_the_run_goes_on(tmp_path, m
     assert rows["02_broken"]["error"].endswith("AssertionError: held-out loss did not fall")
     assert rows["01_first"]["failure"] is None
     assert summary["total_s"] == pytest.approx(sum(row["wall_s"] for row in rows.values()), abs=0.2)
-    assert summary["command"] == "python -m labhelpers.runner --labs 01 02 03"
+    assert summary["command"] == "python -m labhelpers.harness.runner --labs 01 02 03"
     assert (summary["profile"], summary["model"]) == ("smoke", "embedded")
     executed = tmp_path / "out" / "smoke" / "executed"
     assert sorted(p.name for p in executed.iterdir()) == ["01_first.ipynb", "02_broken.ipynb", "03_last.ipynb"]
@@ -106,13 +107,14 @@ def test_no_gpu_is_a_note_not_a_failure(monkeypatch):
 def test_the_disk_check_measures_free_space_against_the_disk_plan(tmp_path, monkeypatch):
     import math
 
-    from labhelpers.storage import disk_plan
+    from labhelpers.disk import plan_disk
 
-    plan_gb = math.ceil(disk_plan().total / 1e9)
+    plan_gb = math.ceil(plan_disk().total / 1e9)
     monkeypatch.setattr(envcheck.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=(plan_gb - 1) * 1e9))
     short = envcheck.check_disk(tmp_path)
     assert not short.ok and not short.required
-    assert short.detail == f"{plan_gb - 1} GB free at {tmp_path} (the full profile's disk plan: {plan_gb} GB; lh.disk_plan())"
+    assert short.detail == (f"{plan_gb - 1} GB free at {tmp_path} "
+                            f"(the full profile's disk plan: {plan_gb} GB; lh.plan_disk())")
     monkeypatch.setattr(envcheck.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=plan_gb * 1e9))
     assert envcheck.check_disk(tmp_path).ok
 
@@ -129,7 +131,8 @@ def test_bitsandbytes_check_measures_a_real_nf4_round_trip_and_reports_a_failure
     monkeypatch.setattr(bnbf, "quantize_4bit", broken)
     failed = envcheck.check_bitsandbytes()
     assert not failed.ok and failed.required
-    assert failed.detail == "NF4 quantization failed: RuntimeError: no kernel image is available for execution on the device"
+    assert failed.detail == ("NF4 quantization failed: "
+                             "RuntimeError: no kernel image is available for execution on the device")
 
 
 def test_the_token_check_never_shows_the_token(monkeypatch):
@@ -147,7 +150,7 @@ def test_the_token_check_never_shows_the_token(monkeypatch):
 
 
 def test_the_ollama_check_tells_missing_from_not_running(monkeypatch):
-    from labhelpers import ollama
+    from labhelpers.deploy import ollama
 
     monkeypatch.setattr(envcheck.shutil, "which", lambda name: None)
     absent = envcheck.check_ollama()

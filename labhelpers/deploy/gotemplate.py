@@ -2,7 +2,7 @@
 
 ``parse(text)`` lexes and parses a template into a tree of ``Node``; ``Template.execute(data)`` runs it
 with Go's semantics under ``Option("missingkey=zero")``, as Ollama parses templates. Which data a template
-gets, and Ollama's legacy per-turn runs, are Ollama's rules: see ``labhelpers.ollama``.
+gets, and Ollama's legacy per-turn runs, are Ollama's rules: see ``labhelpers.deploy.ollama``.
 
 The subset: text with ``{{- ``/`` -}}`` trim markers and ``{{/* comments */}}``; ``{{ pipeline }}``;
 ``if``/``else if``/``else``, ``with``/``else``, ``range`` (``$v :=``, ``$i, $v :=``, ``else``, ``break``,

@@ -1,6 +1,6 @@
 """Deployment, step 4: does the GGUF behave like the merged model? Checked in llama.cpp, Ollama's engine.
 
-llama.cpp runs in a child process (:mod:`labhelpers.native`): if it crashes, ``verify_gguf`` raises
+llama.cpp runs in a child process (:mod:`labhelpers.deploy.native`): if it crashes, ``verify_gguf`` raises
 ``NativeCrash`` naming the file, and the notebook kernel survives.
 
 ``verify_gguf`` renders each prompt with the tokenizer's chat template and checks, per prompt:
@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .gguf import LOSSLESS_FILE_TYPES, _require_llama_cpp, gguf_summary
+from labhelpers.deploy.gguf import LOSSLESS_FILE_TYPES, gguf_summary, require_llama_cpp
+from labhelpers.deploy.merge import Stopwatch
 
 
 @dataclass
@@ -53,7 +54,7 @@ class PromptCheck:
 
 @dataclass
 class VerifyResult:
-    """``verify_gguf``'s answer: ``.ok``, per-prompt ``.prompts`` and a readable ``.summary()``."""
+    """``verify_gguf``'s answer: ``.ok``, per-prompt ``.prompts``, its wall time and a readable ``.summary()``."""
 
     gguf: Path
     file_type: str
@@ -62,6 +63,7 @@ class VerifyResult:
     prompts: list[PromptCheck] = field(default_factory=list)
     tie_tolerance: float = 0.1
     min_agreement: float = 0.75
+    seconds: float = 0.0  # wall time of verify_gguf, loading the HF model included when it loaded it
 
     @property
     def n_identical(self) -> int:
@@ -82,7 +84,7 @@ class VerifyResult:
         ties = sum(not p.identical and p.max_margin <= self.tie_tolerance for p in self.prompts)
         nll_hf = sum(p.nll_hf for p in self.prompts) / max(n, 1)
         lines = [
-            f"{self.gguf.name} ({self.file_type}, {rule}) -> {'OK' if self.ok else 'FAILED'}",
+            f"{self.gguf.name} ({self.file_type}, {rule}) -> {'OK' if self.ok else 'FAILED'} ({self.seconds:.1f} s)",
             f"  prompt tokens identical (HF vs llama.cpp): {sum(p.tokens_match for p in self.prompts)}/{n}",
             f"  greedy answers identical: {self.n_identical}/{n}"
             + (f" ({ties} more differ only at numerical ties, margin <= {self.tie_tolerance})" if ties else ""),
@@ -121,7 +123,8 @@ def _llama_greedy(gguf: str, texts: list[str], bos: str, max_new_tokens: int, st
         llm = llama_cpp.Llama(model_path=gguf, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                               n_gpu_layers=0, seed=seed, logits_all=True, verbose=False)
     except (ValueError, RuntimeError) as err:
-        raise ValueError(f"{gguf}: llama.cpp cannot load this file (truncated, corrupted or not a GGUF): {err}") from err
+        raise ValueError(
+            f"{gguf}: llama.cpp cannot load this file (truncated, corrupted or not a GGUF): {err}") from err
     rows = []
     try:
         ftype = int(llm.metadata.get("general.file_type", -1))
@@ -149,8 +152,8 @@ def _llama_greedy(gguf: str, texts: list[str], bos: str, max_new_tokens: int, st
 
 
 def verify_gguf(
-    gguf: str | Path,
-    merged_dir: str | Path,
+    gguf: str | os.PathLike[str],
+    merged_dir: str | os.PathLike[str],
     prompts: Sequence[str | list[dict[str, str]]],
     max_new_tokens: int = 32,
     *,
@@ -167,13 +170,14 @@ def verify_gguf(
     already loaded merged model (else it is loaded in float32). ``threads``: llama.cpp's CPU threads for
     prompt and generation (default half the cores). See the module docstring for the rules.
     """
+    clock = Stopwatch()
     import numpy as np
     import torch
 
-    from .models import load_model, load_tokenizer
-    from .native import run_isolated
+    from labhelpers.deploy.native import run_isolated
+    from labhelpers.models import load_model, load_tokenizer
 
-    _require_llama_cpp("verify_gguf")
+    require_llama_cpp("verify_gguf")
     if not prompts:
         raise ValueError("prompts is empty: give a few held-out user messages to compare answers on.")
     gguf = Path(gguf)
@@ -217,4 +221,5 @@ def verify_gguf(
         ok = all(c.tokens_match and c.max_margin <= tie_tolerance for c in checks)
     else:
         ok = all(c.tokens_match for c in checks) and sum(c.agreement for c in checks) / len(checks) >= min_agreement
-    return VerifyResult(gguf, gguf_summary(gguf).file_type, lossless, ok, checks, tie_tolerance, min_agreement)
+    return VerifyResult(gguf, gguf_summary(gguf).file_type, lossless, ok, checks, tie_tolerance, min_agreement,
+                        clock.seconds)

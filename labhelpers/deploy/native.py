@@ -6,7 +6,7 @@ is the kernel ("Kernel died"), in the test suite all of pytest. ``run_isolated``
 a fresh child process (``spawn``: no copied threads or locks) and returns its result; if the child
 dies of a signal, the parent raises :class:`NativeCrash`, naming the file, the signal and the fix.
 
-    python -m labhelpers.native --check-build    # what scripts/setup.sh runs after installing
+    python -m labhelpers.deploy.native --check-build    # what scripts/setup.sh runs after installing
 
 ``--check-build`` prints llama.cpp's system info (from a child) and, on x86_64, refuses a build that
 uses AVX-512 or AMX, i.e. one compiled for the build machine's own CPU (see scripts/llama_cpp_flags.sh),
@@ -41,7 +41,7 @@ class NativeCrash(RuntimeError):
         hint = (
             "Most often llama-cpp-python was compiled for another CPU (a wheel built with -march=native): "
             "rebuild it portable with `rm .venv/.labs-installed && bash scripts/setup.sh`, then check "
-            "`python -m labhelpers.native --check-build`. If it persists, the file may be damaged: "
+            "`python -m labhelpers.deploy.native --check-build`. If it persists, the file may be damaged: "
             f"export it again. See {TROUBLESHOOTING}."
         )
         super().__init__(f"llama.cpp ({what}){on} {how}; this process is unharmed. {hint}")
@@ -134,5 +134,5 @@ def check_build() -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--check-build"]:
-        raise SystemExit("usage: python -m labhelpers.native --check-build")
+        raise SystemExit("usage: python -m labhelpers.deploy.native --check-build")
     raise SystemExit(check_build())

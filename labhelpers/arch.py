@@ -130,7 +130,7 @@ def _from_dict(cfg: dict[str, Any], name: str) -> ArchSpec:
     if missing:
         raise ValueError(
             f"config of {name!r} lacks {', '.join(missing)}: plan_memory understands the decoders in "
-            f"labhelpers.model_configs.FAMILIES ({', '.join(FAMILIES)})."
+            f"labhelpers.arch.FAMILIES ({', '.join(FAMILIES)})."
         )
     if cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts"):
         raise ValueError(
@@ -140,9 +140,9 @@ def _from_dict(cfg: dict[str, Any], name: str) -> ArchSpec:
     family = str(cfg.get("model_type") or "llama")  # a bare dict of Llama numbers counts as Llama
     if family not in FAMILIES:
         raise ValueError(
-            f"config of {name!r} has model_type={family!r}, which labhelpers.model_configs cannot count exactly "
+            f"config of {name!r} has model_type={family!r}, which labhelpers.arch cannot count exactly "
             f"(it knows {', '.join(FAMILIES)}). Use a model of one of those families, or add {family!r} to "
-            "FAMILIES in labhelpers/model_configs.py with its layer layout (tests/test_families.py checks it)."
+            "FAMILIES in labhelpers/arch.py with its layer layout (tests/test_families.py checks it)."
         )
     heads = int(cfg["num_attention_heads"])
     return ArchSpec(
@@ -185,7 +185,7 @@ def arch_spec(config_or_model_id: Any) -> ArchSpec:
     if key in KNOWN_CONFIGS:
         return _from_dict(KNOWN_CONFIGS[key], key)
     if name == "embedded":
-        from .embedded import embedded_model_dir
+        from labhelpers.profiles import embedded_model_dir
 
         return arch_spec(embedded_model_dir())
     path = Path(name).expanduser()

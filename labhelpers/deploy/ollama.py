@@ -13,8 +13,8 @@ default system prompt the template injects becomes the Modelfile's ``SYSTEM``. T
 form (``{{ range .Messages }}``, run once over the whole chat). It then re-renders several chats through
 Ollama's rules (``render_ollama_prompt``) and keeps the TEMPLATE only if every one equals the HF rendering
 exactly. ``render_ollama_prompt`` emulates Ollama's prompt building for any TEMPLATE of the Go
-``text/template`` subset its library uses (interpreter: ``labhelpers.gotemplate``; checked byte for byte against
-Ollama's own golden renderings of the 20 templates of its library, tests/test_ollama_template.py).
+``text/template`` subset its library uses (interpreter: ``labhelpers.deploy.gotemplate``; checked byte for byte against
+Ollama's own golden renderings of the 20 templates of its library, tests/deploy/test_ollama.py).
 ``served_differences`` names the kinds of chat Ollama would still build differently (Llama 3.1's
 template trims message text; Ollama's template functions have no trim). Only a template neither form can
 hold is *deferred* to Ollama's detection, said so in the Modelfile. No model family's format is typed by hand.
@@ -22,19 +22,24 @@ hold is *deferred* to Ollama's detection, said so in the Modelfile. No model fam
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import gotemplate as gt
+from labhelpers.deploy import gotemplate as gt
+from labhelpers.deploy.merge import Stopwatch
 
 OLLAMA_URL = "http://127.0.0.1:11434"  # only ever the local server
+OPENAI_URL = f"{OLLAMA_URL}/v1/chat/completions"  # the same server, as OpenAI's chat API
 _S, _P, _R, _P2 = "SYSTEM_q7x", "PROMPT_q7x", "RESPONSE_q7x", "PROMPT2_q7x"  # placeholders
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]*(:[a-zA-Z0-9._-]+)?$")
 Messages = list[dict[str, str]]
@@ -174,7 +179,7 @@ def render_ollama_prompt(template: str, messages: Messages, system: str | None =
       nor ``.Messages``, runs once per user/assistant turn with ``System``/``Prompt``/``Response``, and
       the last run stops after the first ``{{ .Response }}``.
 
-    The template language is the Go ``text/template`` subset of ``labhelpers.gotemplate``; any construct
+    The template language is the Go ``text/template`` subset of ``labhelpers.deploy.gotemplate``; any construct
     outside it (or an Ollama function such as ``json`` when reached) raises ``ValueError`` naming it.
     """
     msgs = [dict(m) for m in messages]
@@ -299,7 +304,8 @@ def _legacy_template(tokenizer: Any, add_bos: bool) -> tuple[OllamaTemplate, Any
                 f"{{{{ if .Prompt }}}}{c}{{{{ .Prompt }}}}{x}{{{{ end }}}}{{{{ .Response }}}}{f}")
     for chat in _CHECK_CHATS:
         if render_ollama_prompt(template, chat, system) != render(chat, True):
-            return _defer(f"the derived TEMPLATE does not reproduce the {'/'.join(m['role'] for m in chat)} chat"), render
+            roles = "/".join(m["role"] for m in chat)
+            return _defer(f"the derived TEMPLATE does not reproduce the {roles} chat"), render
     return OllamaTemplate(template, system, "derived from the tokenizer's chat template; reproduces it exactly "
                           "for user, system+user and multi-turn chats", turn_end=f), render
 
@@ -416,7 +422,8 @@ def served_differences(tokenizer: Any, template: str, system: str | None = None,
 _CHECK_CHATS: list[Messages] = [
     [{"role": "user", "content": "Hi"}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}],
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+     {"role": "user", "content": "2+2?"}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
      {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}],
 ]
@@ -427,8 +434,6 @@ def _stop_tokens(tokenizer: Any, turn_end: str, folder: Path | None) -> list[str
     stops = [tokenizer.eos_token]
     config = folder / "generation_config.json" if folder else None
     if config and config.is_file():
-        import json
-
         eos = json.loads(config.read_text()).get("eos_token_id")
         stops += tokenizer.convert_ids_to_tokens(eos if isinstance(eos, list) else [eos]) if eos is not None else []
     stops += [t for t in tokenizer.all_special_tokens if t and t in turn_end]
@@ -440,7 +445,7 @@ def _quote(text: str) -> str:
 
 
 def write_modelfile(
-    gguf: str | Path,
+    gguf: str | os.PathLike[str],
     tokenizer: Any,
     system: str | None = None,
     params: dict[str, Any] | None = None,
@@ -456,7 +461,7 @@ def write_modelfile(
     if not gguf.is_file():
         raise FileNotFoundError(f"{gguf} not found: write the Modelfile after export_gguf/quantize_gguf.")
     folder = None
-    if isinstance(tokenizer, (str, Path)):
+    if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
 
         folder, tokenizer = Path(tokenizer), AutoTokenizer.from_pretrained(str(tokenizer))
@@ -464,12 +469,13 @@ def write_modelfile(
         folder = Path(tokenizer.name_or_path)
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("The tokenizer has no chat template: there is no chat format to give Ollama.")
-    from .gguf import read_gguf_header
+    from labhelpers.deploy.gguf import read_gguf_header
 
     meta, _ = read_gguf_header(gguf)
     embedded = meta.get("tokenizer.chat_template")
     if embedded is not None and embedded != tokenizer.chat_template:
-        raise ValueError(f"{gguf.name} embeds another chat template than this tokenizer: export it from the same folder.")
+        raise ValueError(
+            f"{gguf.name} embeds another chat template than this tokenizer: export it from the same folder.")
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
     derived = ollama_template(tokenizer, add_bos=add_bos)
     stop = _stop_tokens(tokenizer, derived.turn_end, folder)
@@ -524,8 +530,22 @@ def _unavailable(name: str, modelfile: Path | None) -> OllamaUnavailable:
     )
 
 
-def ollama_create(name: str, modelfile: str | Path, *, quantize: str | None = None, timeout: float = 3600) -> str:
+@dataclass(frozen=True)
+class CreateResult:
+    """What ``ollama_create`` did: the model's name, Ollama's output (also ``str()``) and the wall time."""
+
+    name: str
+    output: str
+    seconds: float
+
+    def __str__(self) -> str:
+        return self.output
+
+
+def ollama_create(name: str, modelfile: str | os.PathLike[str], *, quantize: str | None = None,
+                  timeout: float = 3600) -> CreateResult:
     """``ollama create NAME -f Modelfile`` (optionally ``--quantize q4_K_M``) against the local server; its output."""
+    clock = Stopwatch()
     modelfile = Path(modelfile).expanduser().resolve()
     if not _NAME.match(name):
         raise ValueError(f"name={name!r}: Ollama model names are letters, digits, '.', '_', '-' (and ':tag').")
@@ -538,7 +558,7 @@ def ollama_create(name: str, modelfile: str | Path, *, quantize: str | None = No
     proc = subprocess.run(cmd, cwd=modelfile.parent, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-2000:]}")
-    return proc.stdout + proc.stderr
+    return CreateResult(name, proc.stdout + proc.stderr, clock.seconds)
 
 
 def ollama_chat(
@@ -554,3 +574,33 @@ def ollama_chat(
         model=name, messages=msgs, options={"temperature": 0, "seed": 0, **(options or {})}
     )
     return reply["message"]["content"]
+
+
+def openai_chat(model: str, messages: str | Sequence[dict[str, str]], url: str = OPENAI_URL, *,
+                timeout: float = 120) -> str:
+    """One chat completion from an OpenAI-compatible server (Ollama's by default), greedy, standard library only.
+
+    The request any OpenAI client sends: ``POST url`` with ``{"model", "messages", "temperature": 0}``; the answer
+    is ``choices[0].message.content``. Nothing answering raises ``OllamaUnavailable`` with the same request as a
+    ``curl`` command; an error answer (an unknown model: 404) raises ``RuntimeError`` with the server's message.
+    """
+    msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+    body = json.dumps({"model": model, "messages": msgs, "temperature": 0})
+    request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.load(response)["choices"][0]["message"]["content"]
+    except urllib.error.HTTPError as err:  # the server answered, with an error (OpenAI's form: {"error": {"message"}})
+        detail = err.read().decode(errors="replace")
+        try:
+            detail = json.loads(detail)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        raise RuntimeError(f"{url} answered HTTP {err.code}: {detail[:500]}") from err
+    except OSError as err:  # URLError too: nothing answers (refused, unreachable, timed out)
+        why = getattr(err, "reason", err)
+        raise OllamaUnavailable(
+            f"no server answers at {url} ({why}): start Ollama (`ollama serve`) and create the model "
+            f"(`ollama create {model} -f Modelfile`) first. The same request by hand:\n"
+            f"  curl {url} -d {shlex.quote(body)}"
+        ) from err

@@ -9,14 +9,65 @@ screenshots are added when ``outputs/<profile>/screenshots/browser_check.json`` 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import selfcheck
-from .quiet import notebook_stderr
+from labhelpers.harness.audit import notebook_stderr
+from labhelpers.selfcheck import PREFIX
 
 BROWSER_RESULT = "browser_check.json"  # written by tests/browser/jupyterlab_check.py next to its screenshots
 SOURCE_LINES = 4  # first lines of a failing cell shown in the report
+
+_LINE = re.compile(
+    r"^Self-check passed: (?P<figure>[^;]*?) (?P<before>\S+) -> (?P<after>[^\s;]+)"
+    r"(?: (?P<unit>[^;]+))?(?:; (?P<details>.*))?$"
+)
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """A lab's closing line, split into its headline figure and the rest."""
+
+    line: str
+    figure: str = ""
+    before: str = ""
+    after: str = ""
+    unit: str = ""
+    details: str = ""
+
+    @property
+    def headline(self) -> str:
+        """``"held-out loss 2.345 -> 1.234"`` (with its unit), or ``""`` when the line has no figure."""
+        if not self.figure:
+            return ""
+        return f"{self.figure} {self.before} -> {self.after}" + (f" {self.unit}" if self.unit else "")
+
+
+def parse_self_check(line: str) -> SelfCheck | None:
+    """A :class:`SelfCheck` for a ``Self-check passed...`` line (figure empty if it has none); else None."""
+    line = line.strip()
+    if not line.startswith(PREFIX):
+        return None
+    match = _LINE.match(line)
+    if match is None:
+        return SelfCheck(line=line)
+    return SelfCheck(line=line, **{k: (v or "").strip() for k, v in match.groupdict().items()})
+
+
+def find_self_check(nb: Any) -> SelfCheck | None:
+    """The last ``Self-check passed`` line a notebook (nbformat, executed) printed to stdout, parsed."""
+    found = None
+    for cell in nb.cells if hasattr(nb, "cells") else nb["cells"]:
+        if cell.get("cell_type") != "code":
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stdout":
+                text = out.get("text", "")
+                for line in ("".join(text) if isinstance(text, list) else text).splitlines():
+                    found = parse_self_check(line) or found
+    return found
 
 
 def _source(cell: Any) -> str:
@@ -51,7 +102,7 @@ def failure(nb: Any) -> dict[str, Any] | None:
 
 def lab_facts(nb: Any) -> dict[str, Any]:
     """The report fields an executed notebook provides: its self-check line and figure, and any failure."""
-    check = selfcheck.find(nb)
+    check = find_self_check(nb)
     return {
         "figure": check.headline if check else "",
         "self_check": check.line if check else "",
@@ -82,7 +133,8 @@ def format_table(rows: list[dict[str, Any]], profile: str, model: str, budget_s:
            f"{'lab':<{width}}{'status':<8}{'wall s':>8}{'peak GB':>9}  before -> after (the self-check's figure)"]
     for r in rows:
         over = f"  (over the {budget_s:.0f} s budget)" if budget_s and r["wall_s"] > budget_s else ""
-        out.append(f"{r['lab']:<{width}}{r['status']:<8}{r['wall_s']:>8.1f}{_peak(r):>9}  {r.get('figure') or '-'}{over}")
+        out.append(f"{r['lab']:<{width}}{r['status']:<8}{r['wall_s']:>8.1f}{_peak(r):>9}  "
+                   f"{r.get('figure') or '-'}{over}")
     failed = [r for r in rows if r["status"] not in ("ok", "stopped")]
     stops = [r for r in rows if r["status"] == "stopped"]
     out.append(f"{'total':<{width + 8}}{sum(r['wall_s'] for r in rows):>8.1f}")
@@ -133,7 +185,7 @@ def write_report(path: Path, summary: dict[str, Any], screens_dir: Path | None =
         f"# Lab run: {summary['profile']} profile",
         "",
         f"Model `{summary['model']}`, {summary.get('finished', '')}, {summary.get('machine', '')}. "
-        f"`{summary.get('command', 'python -m labhelpers.runner')}`: {len(rows) - len(failed)} of {len(rows)} "
+        f"`{summary.get('command', 'python -m labhelpers.harness.runner')}`: {len(rows) - len(failed)} of {len(rows)} "
         f"labs passed in {summary['total_s']:.0f} s.",
         "",
         "Peak memory: the highest resident memory of the lab's kernel and its child processes.",

@@ -1,7 +1,7 @@
 """Run every lab notebook on the current profile, in a fresh kernel each, and print a per-lab summary.
 
-    python -m labhelpers.runner                 # all labs in labs/, LABS_PROFILE (default smoke)
-    python -m labhelpers.runner --labs 00 03    # a subset, by number
+    python -m labhelpers.harness.runner                 # all labs in labs/, LABS_PROFILE (default smoke)
+    python -m labhelpers.harness.runner --labs 00 03    # a subset, by number
 
 Each executed notebook is saved (with its outputs) under ``outputs/<profile>/executed/`` so an
 instructor can open what ran; the committed notebooks in ``labs/`` stay output-free. Per lab it prints
@@ -26,8 +26,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from . import report
-from .profiles import profile
+from labhelpers.harness import report
+from labhelpers.profiles import profile
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # terminal colour codes
 BUDGET_S = 90.0  # the smoke profile's per-notebook budget on a 2-core CPU (issue #5/#6/#9)
@@ -44,7 +44,8 @@ def find_labs(selected: list[str] | None = None) -> list[Path]:
     if selected:
         books = [b for b in books if any(b.name.startswith(s) or b.stem == s for s in selected)]
         if not books:
-            raise SystemExit(f"no lab matches {selected}; labs are: {[b.stem for b in sorted(labs_dir().glob('*.ipynb'))]}")
+            raise SystemExit(f"no lab matches {selected}; "
+                             f"labs are: {[b.stem for b in sorted(labs_dir().glob('*.ipynb'))]}")
     return books
 
 
@@ -97,13 +98,13 @@ class PeakMemory:
 
 
 def run_lab(path: Path, out_dir: Path, timeout: int = 1200) -> dict:
-    """Execute one notebook top to bottom in a fresh kernel; return its report row (see labhelpers.report)."""
+    """Execute one notebook top to bottom in a fresh kernel; return its report row (see labhelpers.harness.report)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     from traitlets.config import Config
 
-    from .quiet import notebook_stderr
+    from labhelpers.harness.audit import notebook_stderr
 
     nb = nbformat.read(path, as_version=4)
     # The kernel talks to the runner over local IPC sockets in a private folder, not TCP (which ipykernel
@@ -126,7 +127,7 @@ def run_lab(path: Path, out_dir: Path, timeout: int = 1200) -> dict:
         if noise:
             status = "FAILED"
             error = (f"{len(noise)} unexplained stderr line(s), first in cell {noise[0][0]}: {noise[0][1][:200]} "
-                     "(fix it at its source, or add the exact message to labhelpers/quiet.py with why)")
+                     "(fix it at its source, or add the exact message to labhelpers/messages.py with why)")
     except CellExecutionError as exc:
         status = "stopped" if getattr(exc, "ename", "") == "LabStopped" else "FAILED"  # stop_lab(reason)
         text = ANSI.sub("", str(exc)).strip()  # the kernel's traceback is coloured; the report is plain text
@@ -145,12 +146,11 @@ def run_lab(path: Path, out_dir: Path, timeout: int = 1200) -> dict:
     if status == "ok":
         facts["failure"] = None
     peak = round(memory.peak / 1e9, 2) if memory.peak else None
-    return {"lab": path.stem, "status": status, "wall_s": round(wall, 1), "peak_rss_gb": peak, "error": error,
-            **facts}
+    return {"lab": path.stem, "status": status, "wall_s": round(wall, 1), "peak_rss_gb": peak, "error": error, **facts}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (``spark-labs`` / ``python -m labhelpers.runner``)."""
+    """Command-line entry point (``spark-labs`` / ``python -m labhelpers.harness.runner``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labs", nargs="*", help="lab numbers or names (default: all)")
     parser.add_argument("--timeout", type=int, default=1200, help="per-cell timeout in seconds")
@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"profile": lab.name, "model": lab.model, "labs": rows, "total_s": round(total, 1),
                "finished": datetime.now().astimezone().isoformat(timespec="seconds"),
                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-               "command": "python -m labhelpers.runner" + (f" --labs {' '.join(args.labs)}" if args.labs else ""),
+               "command": "python -m labhelpers.harness.runner"
+                          + (f" --labs {' '.join(args.labs)}" if args.labs else ""),
                "python": sys.executable, "hf_offline": os.environ.get("HF_HUB_OFFLINE", "")}
     (lab.output_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
     written = report.write_report(lab.output_dir / "report.md", summary, lab.output_dir / "screenshots")

