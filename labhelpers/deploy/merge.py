@@ -97,7 +97,7 @@ def adapter_outdated(adapter_dir: str | Path, sources: Sequence[str | Path] | No
     ``sources``: files or folders of the code that trains the adapter, by default the ``labhelpers`` package and
     ``labs/03_lora_sft.ipynb`` (whose adapter lab 10 reuses). A missing adapter counts as outdated by every file.
     """
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # labhelpers/, not only deploy/
     default = [package, package.parent / "labs" / "03_lora_sft.ipynb"]
     paths = [Path(p) for p in sources] if sources is not None else default
     files = [f for p in paths for f in (sorted(p.rglob("*.py")) if p.is_dir() else [p]) if f.is_file()]

@@ -35,7 +35,7 @@ BUDGET_S = 90.0  # the smoke profile's per-notebook budget on a 2-core CPU (issu
 
 def labs_dir() -> Path:
     """The ``labs/`` folder next to this package (a source checkout)."""
-    return Path(__file__).resolve().parent.parent / "labs"
+    return Path(__file__).resolve().parents[2] / "labs"
 
 
 def find_labs(selected: list[str] | None = None) -> list[Path]:

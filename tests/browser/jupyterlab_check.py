@@ -109,8 +109,9 @@ class JupyterLabServer:
                "--LabApp.extension_manager=readonly", "--KernelManager.transport=ipc"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root; JupyterLab asks to confirm
             cmd.append("--allow-root")
-        self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env,
-                                     cwd=self.root_dir, start_new_session=True)
+        with self.log.open("w") as log:  # the server writes to its own copy of the file descriptor
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root_dir,
+                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

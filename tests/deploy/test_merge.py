@@ -90,3 +90,14 @@ def test_merge_refuses_a_prequantized_base(art, tmp_path):
 def test_adapter_folder_without_config_is_named_in_the_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="adapter_config.json not found"):
         ex.merge_adapter("embedded", tmp_path, tmp_path / "merged")
+
+
+def test_an_adapter_is_outdated_by_the_package_and_lab_03_by_default(tmp_path):
+    """With no ``sources``, every labhelpers module (deploy/ and the rest) and lab 03's notebook are the code that
+    trained the adapter lab 10 reuses: a missing adapter is outdated by all of them."""
+    from labhelpers.deploy.merge import adapter_outdated
+
+    root = Path(__file__).resolve().parents[2]
+    files = adapter_outdated(tmp_path / "no-adapter")
+    assert root / "labs" / "03_lora_sft.ipynb" in files
+    assert root / "labhelpers" / "training.py" in files and root / "labhelpers" / "deploy" / "merge.py" in files

@@ -164,3 +164,11 @@ def test_the_ollama_check_tells_missing_from_not_running(monkeypatch):
 def test_run_checks_reports_every_check_in_lab_00s_order():
     names = [check.name for check in envcheck.run_checks()]
     assert names == ["packages", "device", "disk", "bitsandbytes 4-bit", "Hugging Face token", "ollama"]
+
+
+def test_the_runner_finds_every_lab_of_this_checkout_by_default():
+    """``python -m labhelpers.harness.runner`` with no argument runs labs/*.ipynb of the checkout it lives in."""
+    from pathlib import Path
+
+    labs = sorted((Path(__file__).resolve().parents[2] / "labs").glob("[0-9][0-9]_*.ipynb"))
+    assert len(labs) >= 13 and runner.find_labs() == labs
