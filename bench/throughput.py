@@ -44,6 +44,7 @@ def run_mode(mode: str, base, tokenizer, rows, lab, steps: int, batch: int, max_
     from trl import SFTTrainer
 
     from labhelpers import training as T
+    from labhelpers.callbacks import ThroughputCallback
 
     overrides = dict(
         max_steps=steps + 1,
@@ -59,7 +60,7 @@ def run_mode(mode: str, base, tokenizer, rows, lab, steps: int, batch: int, max_
     elif mode == "dynamic":
         overrides.update(packing=False)
     with tempfile.TemporaryDirectory() as out:
-        meter = T.ThroughputCallback(skip_first=1)
+        meter = ThroughputCallback(skip_first=1)
         trainer = SFTTrainer(model=copy.deepcopy(base), args=T.sft_config(lab, out, **overrides),
                              train_dataset=rows, processing_class=tokenizer, peft_config=T.lora_config(lab),
                              callbacks=[meter])  # fmt: skip

@@ -14,20 +14,21 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from labhelpers.callbacks import LivePlotCallback, NanGuardCallback, ThroughputCallback
-from labhelpers.deploy.merge import Stopwatch, TimedPath
+from labhelpers.callbacks import NanGuardCallback, ThroughputCallback
 from labhelpers.memory import track_memory
 from labhelpers.profiles import Profile, profile
+
+if TYPE_CHECKING:  # lab 10's deployment package is imported by lab03_adapter only, when it runs
+    from labhelpers.deploy.merge import TimedPath
 
 __all__ = [
     "sft_config", "dpo_config", "simpo_config", "orpo_config", "kto_config", "lora_config",
     "grpo_config", "lab03_adapter", "as_prompt_completion", "with_lengths", "last_checkpoint", "resume_point",
     "train", "TrainSummary",
-    "LivePlotCallback", "NanGuardCallback", "ThroughputCallback",
 ]  # fmt: skip
 
 SIMPO_BETA = 2.0  # SimPO paper: beta 2.0-2.5 on length-normalised log-probs
@@ -230,7 +231,7 @@ def lab03_adapter(lab: Profile | None, out_dir: str | Path, quick: bool = True) 
     from trl import SFTTrainer
 
     from labhelpers.data import load_lab_dataset
-    from labhelpers.deploy.merge import adapter_base, adapter_matches, adapter_outdated
+    from labhelpers.deploy.merge import Stopwatch, adapter_base, adapter_matches, adapter_outdated
     from labhelpers.models import load_model, load_tokenizer
 
     clock = Stopwatch()
