@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from labhelpers.task import reference_answer  # noqa: F401 - re-exported accessor for the labs
+from labhelpers.task import reference_answer
 
 DATASET_KINDS = ("sft", "preference", "kto")
 SPLITS = ("train", "heldout")
